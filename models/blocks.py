@@ -66,8 +66,9 @@ class ResidualBlock(nn.Module):
         self.attention = SelfAttention(out_ch, groups, attention_kind) if attention else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_1(F.relu(self.norm_1(x)))
-        h = self.conv_2(F.relu(self.norm_2(h)))
+        # in-place ReLU on the fresh GroupNorm output: saves a full-size copy (GN backward needs its input only)
+        h = self.conv_1(F.relu(self.norm_1(x), inplace=True))
+        h = self.conv_2(F.relu(self.norm_2(h), inplace=True))
         return self.attention(h * self.scale + self.residual_connection(x))
 
 

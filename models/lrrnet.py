@@ -125,8 +125,8 @@ class LRRNet(nn.Module):
 
         y = self.out_resblock(u - x)                # target features
         d = y + x
-        t = self.out_conv(F.relu(self.out_norm(y)))
-        d = self.out_conv1(F.relu(self.out_norm1(d)))
+        t = self.out_conv(F.relu(self.out_norm(y), inplace=True))
+        d = self.out_conv1(F.relu(self.out_norm1(d), inplace=True))
         return d[..., :h, :w], t[..., :h, :w]
 
     def hparams(self) -> dict:
