@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -39,12 +40,11 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from utils.data import LAYOUTS, DataError, Sample, _same_aspect, list_split, read_mask, resolve_data_root
-from utils.metrics import THRESHOLD, Evaluator
+from utils.data import LAYOUTS, SPLITS, DataError, Sample, _fit_mask, list_split, read_mask, resolve_data_root
+from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
 SOURCES = ("auto", "mat", "png")
-SPLITS = ("train", "val", "test", "trainval")
 RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (LRRNET.md section 5)
 MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
 EXIT_ERROR = 2
@@ -90,7 +90,7 @@ def read_prediction(path: Path) -> np.ndarray:
             keys = sorted(k for k in content if not k.startswith("__"))
             raise ScoringError(f"prediction {path} holds no variable 'T' (it has {keys}): export it with inference.py, "
                                "which saves the probability map as 'T'")
-        prob = np.squeeze(content["T"])
+        prob = np.ascontiguousarray(np.squeeze(content["T"]))  # MATLAB files are column-major
         if prob.ndim != 2 or not np.issubdtype(prob.dtype, np.floating):
             raise ScoringError(f"prediction {path}: 'T' is {prob.dtype} of shape {content['T'].shape}; "
                                "expected one H x W float probability map")
@@ -113,17 +113,14 @@ def read_prediction(path: Path) -> np.ndarray:
     raise ScoringError(f"prediction {path} has pixel type {image.dtype}: save it as 8-bit grey (probability x 255)")
 
 
-def fit_mask(mask: np.ndarray, pred_hw: tuple[int, int], mask_path: Path, pred_path: Path) -> tuple[np.ndarray, list[str]]:
-    """Return the mask at the prediction's size (same aspect -> nearest resize + warning; else ScoringError)."""
-    if mask.shape == pred_hw:
-        return mask, []
-    (mh, mw), (ph, pw) = mask.shape, pred_hw
-    if not _same_aspect(mask.shape, pred_hw):  # the rule (and tolerance) utils.data applies to mask vs frame
-        raise ScoringError(f"mask {mask_path} is {mw}x{mh} but prediction {pred_path} is {pw}x{ph} (different aspect "
-                           "ratio): export the prediction at the frame's own size, or fix the mask")
-    resized = cv2.resize(mask, (pw, ph), interpolation=cv2.INTER_NEAREST)
-    return resized, [f"mask {mask_path} is {mw}x{mh} but prediction {pred_path} is {pw}x{ph} (same aspect ratio): "
-                     f"resized to {pw}x{ph} with nearest neighbour ({int(mask.sum())} -> {int(resized.sum())} target pixels)"]
+def fit_mask(mask: np.ndarray, pred_hw: tuple[int, int], sample: Sample, pred_path: Path) -> tuple[np.ndarray, list[str]]:
+    """Return (mask {0,1} at the prediction's size, warnings): fitted exactly as utils.data fits a mask to its frame.
+
+    Same aspect ratio -> nearest-neighbour resize and a warning; otherwise DataError. The
+    prediction stands in for the frame (inference.py writes maps at the frame's size), so
+    the messages name the prediction file as the image.
+    """
+    return _fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
 
 
 def release_inputs(prob: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,9 +143,13 @@ def _load(sample: Sample, pred_path: Path, protocol: str) -> tuple[np.ndarray, n
     prob = read_prediction(pred_path)
     mask = read_mask(sample.mask)
     if protocol == "release":
+        try:  # refuse logits before pred / max would hide them
+            check_probabilities(prob, str(pred_path))
+        except ValueError as error:
+            raise ScoringError(str(error)) from None
         prob, mask = release_inputs(prob, mask)
         return prob, mask, []
-    mask, notes = fit_mask(mask, prob.shape, sample.mask, pred_path)
+    mask, notes = fit_mask(mask, prob.shape, sample, pred_path)
     return prob, mask, notes
 
 
@@ -201,7 +202,10 @@ def format_table(metrics: dict) -> str:
             ("Fa", f"{metrics['fa']:.3e} = {metrics['fa'] * 1e6:.2f} x1e-6"), ("AUC", f"{metrics['auc']:.4f}"),
             ("images", str(metrics["n_images"])), ("targets", str(metrics["n_targets"]))]
     width = max(len(name) for name, _ in rows)
-    title = f"protocol {metrics['protocol']}, threshold {metrics['threshold']}"
+    title = (f"protocol {metrics['protocol']}: p > {metrics['threshold']} at each frame's own size"
+             if metrics["protocol"] == "ours" else
+             f"protocol release (comparison only): pred / max(pred) > {metrics['threshold']} at "
+             f"{RELEASE_SIZE} x {RELEASE_SIZE}, Fa by area matching")
     return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
@@ -211,6 +215,12 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _import_matplotlib() -> None:
+    """Import the Agg canvas and Figure (about 0.4 s of CPU), so the import can overlap the scoring."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def plot_roc(path: Path, roc: dict, metrics: dict, title: str) -> None:
@@ -275,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out if args.out is not None else args.pred
     json_path = args.json if args.json is not None else out / "metrics.json"
     start = time.perf_counter()
+    # matplotlib takes about as long to import as the NUDT-SIRST test split takes to score: import it in a
+    # thread meanwhile (plot_roc's own import then finds it done, or waits for it under the import lock).
+    threading.Thread(target=_import_matplotlib, daemon=True).start()
     try:
         root = resolve_data_root(args.data_root)
         samples, warnings = list_split(root, args.split, args.layout, decode=False)

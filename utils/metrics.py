@@ -168,6 +168,7 @@ class SegmentationMetrics:
 
     def update(self, pred: np.ndarray, target: np.ndarray) -> None:
         """Add one image: pred and target are bool H x W maps (True = target pixel)."""
+        pred, target = np.asarray(pred, bool), np.asarray(target, bool)
         inter = int(np.count_nonzero(pred & target))
         n_pred = int(np.count_nonzero(pred))
         n_true = int(np.count_nonzero(target))
@@ -214,6 +215,7 @@ class PdFa:
 
     def update(self, pred: np.ndarray, target: np.ndarray, target_components: Components | None = None) -> None:
         """Add one image: pred and target are bool H x W maps; target_components = find_components(target) if known."""
+        pred, target = np.asarray(pred, bool), np.asarray(target, bool)
         gt = target_components if target_components is not None else find_components(target)
         found = find_components(pred)
         n_gt, n_pred = gt.n, found.n
@@ -296,6 +298,7 @@ class ROC:
 
     def update(self, prob: np.ndarray, target: np.ndarray, target_components: Components | None = None) -> None:
         """Add one image: prob is H x W probabilities in [0, 1], target a bool H x W map (components optional)."""
+        target = np.asarray(target, bool)
         gt = target_components if target_components is not None else find_components(target)
         flat_prob = prob.ravel()
         if gt.n:
@@ -357,8 +360,8 @@ class Evaluator:
 
     def update(self, prob: np.ndarray, mask: np.ndarray, name: str | None = None) -> None:
         """Add one frame: prob H x W probabilities in [0, 1] (not logits), mask H x W with nonzero = target."""
-        prob = check_probabilities(prob, name)
-        target = _as_target(mask, prob.shape, name)
+        prob = np.ascontiguousarray(check_probabilities(prob, name))  # .mat maps arrive column-major
+        target = np.ascontiguousarray(_as_target(mask, prob.shape, name))
         pred = prob > self.threshold
         gt = find_components(target)  # the one labelling of the mask, shared by Pd/Fa and ROC
         self.segmentation.update(pred, target)

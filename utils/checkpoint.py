@@ -1,0 +1,103 @@
+"""Checkpoints: written atomically, loaded with weights_only=True; the release's raw state_dicts load too."""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+FORMAT_VERSION = 1
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """Write obj with torch.save to path through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def code_revision() -> str:
+    """Return the git commit of this code ('+dirty' when it has uncommitted changes), or 'unknown'."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """Return the plain network inside DDP and torch.compile wrappers (its state_dict has the release's names)."""
+    while True:
+        if hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        elif isinstance(net, nn.parallel.DistributedDataParallel):
+            net = net.module
+        else:
+            return net
+
+
+def rng_state() -> dict:
+    """Return the RNG states of torch (CPU and CUDA), numpy and random, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore RNG states saved by rng_state()."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Return a checkpoint dict loaded on the CPU with weights_only=True; clear error if the file is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a .pt written by run_configs.py "
+                                "or a release .pkl state_dict")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a corrupt or foreign file
+        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}); "
+                         "is it a PyTorch file, fully written?") from err
+
+
+def load_network(path: Path) -> tuple[nn.Module, dict]:
+    """Return (network with the checkpoint's weights, metadata) from our checkpoint or a release state_dict."""
+    ckpt = load_checkpoint(path)
+    if "model" in ckpt and isinstance(ckpt["model"], dict):
+        hparams = {k: v for k, v in ckpt.get("model_hparams", {}).items()
+                   if k not in ("attention", "channels_last")}
+        net = get_model(ckpt.get("model_name", "LRRNet"), **hparams)
+        state, meta = ckpt["model"], {k: v for k, v in ckpt.items() if k not in
+                                      ("model", "optimizer", "scheduler", "scaler", "ema", "rng")}
+    else:  # a raw state_dict, as the release publishes
+        net, state, meta = get_model("LRRNet"), ckpt, {"source": "release state_dict"}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path} does not fit LRRNet: {err}") from err
+    return net.eval(), meta
