@@ -40,7 +40,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from utils.data import LAYOUTS, SPLITS, DataError, Sample, _fit_mask, list_split, read_mask, resolve_data_root
+from utils.data import LAYOUTS, SPLITS, DataError, Sample, fit_mask, list_split, read_mask, resolve_data_root
 from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
@@ -113,14 +113,14 @@ def read_prediction(path: Path) -> np.ndarray:
     raise ScoringError(f"prediction {path} has pixel type {image.dtype}: save it as 8-bit grey (probability x 255)")
 
 
-def fit_mask(mask: np.ndarray, pred_hw: tuple[int, int], sample: Sample, pred_path: Path) -> tuple[np.ndarray, list[str]]:
+def _fit_to_prediction(mask: np.ndarray, pred_hw: tuple[int, int], sample: Sample, pred_path: Path) -> tuple[np.ndarray, list[str]]:
     """Return (mask {0,1} at the prediction's size, warnings): fitted exactly as utils.data fits a mask to its frame.
 
     Same aspect ratio -> nearest-neighbour resize and a warning; otherwise DataError. The
     prediction stands in for the frame (inference.py writes maps at the frame's size), so
     the messages name the prediction file as the image.
     """
-    return _fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
+    return fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
 
 
 def release_inputs(prob: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +149,7 @@ def _load(sample: Sample, pred_path: Path, protocol: str) -> tuple[np.ndarray, n
             raise ScoringError(str(error)) from None
         prob, mask = release_inputs(prob, mask)
         return prob, mask, []
-    mask, notes = fit_mask(mask, prob.shape, sample, pred_path)
+    mask, notes = _fit_to_prediction(mask, prob.shape, sample, pred_path)
     return prob, mask, notes
 
 

@@ -28,6 +28,7 @@ resource forks) are skipped by extension.
 
 Command line: ``python -m utils.data --data-root DIR [--layout L] [--json]`` prints a summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Sample:
 
 
 def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
-    """Return the dataset folder: a release name (e.g. "NUDT-SIRST") maps to ./datasets/NAME, anything else is a path."""
+    """Return the dataset folder: a release name maps to ./datasets/NAME, anything else is a path."""
     text = str(name_or_path)
     release = {key.lower(): value for key, value in RELEASE_NAMES.items()}.get(text.lower())
     if release is not None:
@@ -151,7 +151,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     _require_dir(folder, "image folder", "pass a folder of .png/.tif/.bmp/.jpg frames")
     paths = sorted(p for p in folder.iterdir() if _is_image_file(p))
     if not paths:
-        raise DataError(f"image folder {folder} holds no frames with extensions {IMAGE_EXTENSIONS}: pass a folder of frames")
+        raise DataError(
+            f"image folder {folder} holds no frames with extensions {IMAGE_EXTENSIONS}: pass a folder of frames"
+        )
     return paths
 
 
@@ -164,7 +166,9 @@ def _read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"file {path} does not exist: restore it or remove it from the split") from None
     except OSError as error:
-        raise DataError(f"file {path} cannot be read ({error.strerror}): check its permissions and that the disk is mounted") from None
+        raise DataError(
+            f"file {path} cannot be read ({error.strerror}): check its permissions and that the disk is mounted"
+        ) from None
     if not data:
         raise DataError(f"file {path} is empty (0 bytes): copy it again from the dataset source, or remove it")
     return data
@@ -180,7 +184,9 @@ def _check_signature(path: Path, head: bytes, tail: bytes) -> None:
         )
     truncated = (kind == "png" and b"IEND" not in tail) or (kind == "jpeg" and b"\xff\xd9" not in tail)
     if truncated:
-        raise DataError(f"file {path} is truncated (its {kind.upper()} end marker is missing): copy it again from the dataset source")
+        raise DataError(
+            f"file {path} is truncated (no {kind.upper()} end marker): copy it again from the dataset source"
+        )
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -192,7 +198,9 @@ def _decode(path: Path) -> np.ndarray:
     _check_signature(path, data[:16], data[-1024:])
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
-        raise DataError(f"file {path} cannot be decoded (corrupt image): copy it again from the dataset source, or remove it")
+        raise DataError(
+            f"file {path} cannot be decoded (corrupt image): copy it again from the dataset source, or remove it"
+        )
     return array
 
 
@@ -279,7 +287,7 @@ def _same_aspect(mask_hw: tuple[int, int], frame_hw: tuple[int, int]) -> bool:
     return abs(mh * fw - mw * fh) <= ASPECT_TOLERANCE * max(mh * fw, mw * fh)
 
 
-def _fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], sample: Sample) -> tuple[np.ndarray, list[str]]:
+def fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], sample: Sample) -> tuple[np.ndarray, list[str]]:
     """Return the mask at the frame's size: same aspect -> nearest-neighbour resize + warning, else DataError."""
     if mask.shape == frame_hw:
         return mask, []
@@ -289,7 +297,7 @@ def _fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], sample: Sample) -> tu
             f"mask {sample.mask} is {mw}x{mh} but its image {sample.image} is {fw}x{fh} (different aspect ratio): "
             "replace the mask with one drawn on this frame, or remove the pair"
         )
-    resized = cv2.resize(mask, (fw, fh), interpolation=cv2.INTER_NEAREST)
+    resized = cv2.resize(mask, (fw, fh), interpolation=cv2.INTER_NEAREST_EXACT)  # pixel centres, as PIL's NEAREST
     note = (
         f"mask {sample.mask} is {mw}x{mh} but its image {sample.image} is {fw}x{fh} (same aspect ratio): "
         f"resized to {fw}x{fh} with nearest neighbour ({int(mask.sum())} -> {int(resized.sum())} target pixels)"
@@ -301,10 +309,12 @@ def _load_native(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[st
     """Return (grey frame as stored: uint8/uint16/float, mask {0,1} at the frame's size or None, warnings, kind)."""
     raw = _decode(sample.image)
     grey = _frame_grey(raw, sample.image)
-    kind = f"{grey.dtype.itemsize * 8}-bit {'grey' if raw.ndim == 2 or raw.shape[2] == 1 else f'{raw.shape[2]}-channel'}"
+    kind = (
+        f"{grey.dtype.itemsize * 8}-bit {'grey' if raw.ndim == 2 or raw.shape[2] == 1 else f'{raw.shape[2]}-channel'}"
+    )
     if sample.mask is None:
         return grey, None, [], kind
-    mask, warnings = _fit_mask(read_mask(sample.mask), grey.shape, sample)
+    mask, warnings = fit_mask(read_mask(sample.mask), grey.shape, sample)
     return grey, mask, warnings, kind
 
 
@@ -355,7 +365,9 @@ def _read_list(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
-        raise DataError(f"split list {path} cannot be read ({error.strerror}): check it exists and is readable") from None
+        raise DataError(
+            f"split list {path} cannot be read ({error.strerror}): check it exists and is readable"
+        ) from None
     names = []
     for line in text.splitlines():
         name = line.strip()
@@ -367,8 +379,15 @@ def _read_list(path: Path) -> list[str]:
     return names
 
 
-def _pair(names: Sequence[str], images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path,
-          listed_in: Path | None, suffixes: tuple[str, ...]) -> list[Sample]:
+def _pair(
+    names: Sequence[str],
+    images: dict[str, Path],
+    masks: dict[str, Path],
+    image_dir: Path,
+    mask_dir: Path,
+    listed_in: Path | None,
+    suffixes: tuple[str, ...],
+) -> list[Sample]:
     """Return Samples for ``names``; DataError listing every absent image, then every image without a mask."""
     absent = [name for name in names if name not in images]
     if absent:
@@ -410,18 +429,30 @@ def _folder_splits(root: Path, warnings: list[str]) -> dict[str, list[Sample]]:
         if not folder.is_dir():
             continue
         image_dir = _require_dir(folder / "images", "image folder", f"put the {split} frames in {folder / 'images'}")
-        mask_dir = _require_dir(folder / "masks", "mask folder", f"put the {split} masks in {folder / 'masks'} (same names as the frames)")
+        mask_dir = _require_dir(
+            folder / "masks", "mask folder", f"put the {split} masks in {folder / 'masks'} (same names as the frames)"
+        )
         images = _images_by_stem(image_dir, warnings)
         if not images:
-            raise DataError(f"image folder {image_dir} holds no frames with extensions {IMAGE_EXTENSIONS}: add the frames")
+            raise DataError(
+                f"image folder {image_dir} holds no frames with extensions {IMAGE_EXTENSIONS}: add the frames"
+            )
         masks = _images_by_stem(mask_dir, warnings)
         splits[split] = _pair(sorted(images), images, masks, image_dir, mask_dir, None, ("", SIRST_MASK_SUFFIX))
     if "trainval" in splits and ("train" in splits or "val" in splits):
-        raise DataError(f"data root {root} holds trainval/ beside train/ or val/: keep trainval/ alone, or train/ with val/")
+        raise DataError(
+            f"data root {root} holds trainval/ beside train/ or val/: keep trainval/ alone, or train/ with val/"
+        )
     if "trainval" not in splits:
         if "train" not in splits:
             raise DataError(f"data root {root} has no trainval/ (or train/) folder: add the training frames there")
         splits["trainval"] = splits["train"] + splits.get("val", [])
+        clash = sorted({s.name for s in splits["train"]} & {s.name for s in splits.get("val", [])})
+        if clash:
+            raise DataError(
+                f"{root / 'train'} and {root / 'val'} both hold frames named {', '.join(clash)}: "
+                "frame names must be unique across train and val; rename or remove the copies"
+            )
         if "val" not in splits:
             del splits["train"]  # val will be carved from trainval, train is the rest
     if "test" not in splits:
@@ -429,22 +460,34 @@ def _folder_splits(root: Path, warnings: list[str]) -> dict[str, list[Sample]]:
     return splits
 
 
-def _pool_splits(root: Path, list_dir: Path, list_files: dict[str, Path], suffixes: tuple[str, ...],
-                 warnings: list[str], split: str | None) -> dict[str, list[Sample]]:
+def _pool_splits(
+    root: Path,
+    list_dir: Path,
+    list_files: dict[str, Path],
+    suffixes: tuple[str, ...],
+    warnings: list[str],
+    split: str | None,
+) -> dict[str, list[Sample]]:
     """Return the splits of an images/ + masks/ pool with split lists (sirst and basicirstd layouts)."""
     image_dir, mask_dir = root / "images", root / "masks"
     images = _images_by_stem(image_dir, warnings)
     masks = _images_by_stem(mask_dir, warnings)
     names = {split_name: _unique(_read_list(path), path, warnings) for split_name, path in list_files.items()}
     if split in (None, "test") and "test" not in names:
-        raise DataError(f"{list_dir} has no test list ({'test.txt' if list_dir.name != 'img_idx' else 'test_NAME.txt'}): add it")
+        raise DataError(
+            f"{list_dir} has no test list ({'test.txt' if list_dir.name != 'img_idx' else 'test_NAME.txt'}): add it"
+        )
     if "train" not in names and "trainval" not in names:
-        raise DataError(f"{list_dir} has no train or trainval list: add one (the frames used for training, one name a line)")
+        raise DataError(
+            f"{list_dir} has no train or trainval list: add one (the frames used for training, one name a line)"
+        )
     splits = {}
     for name, listed in names.items():
         splits[name] = _pair(listed, images, masks, image_dir, mask_dir, list_files[name], suffixes)
     if "trainval" not in splits:
-        splits["trainval"] = splits["train"] + [s for s in splits.get("val", []) if s.name not in {t.name for t in splits["train"]}]
+        splits["trainval"] = splits["train"] + [
+            s for s in splits.get("val", []) if s.name not in {t.name for t in splits["train"]}
+        ]
     if "val" not in splits:
         splits.pop("train", None)  # val will be carved from trainval, train is the rest
     for a, b in (("train", "test"), ("val", "test"), ("train", "val"), ("trainval", "test")):
@@ -456,11 +499,14 @@ def _pool_splits(root: Path, list_dir: Path, list_files: dict[str, Path], suffix
 
 
 def _sirst_lists(root: Path, index: str | None) -> tuple[Path, dict[str, Path]]:
+    """Return (the idx_* folder, {split: list file}); idx_427 unless ``index`` names another."""
     folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("idx_"))
     if index is None:
         index = "idx_427" if "idx_427" in folders else (folders[0] if len(folders) == 1 else None)
         if index is None:
-            raise DataError(f"data root {root} holds several split folders {folders} and no idx_427: pick one with index=NAME (--index)")
+            raise DataError(
+                f"data root {root} holds split folders {folders} and no idx_427: pick one with index=NAME (--index)"
+            )
     list_dir = root / index
     if not list_dir.is_dir():
         raise DataError(f"split folder {list_dir} is missing: choose one of {folders} (--index)")
@@ -468,9 +514,10 @@ def _sirst_lists(root: Path, index: str | None) -> tuple[Path, dict[str, Path]]:
     return list_dir, files
 
 
-def _basic_lists(root: Path, index: str | None) -> tuple[Path, dict[str, Path]]:
+def _basic_lists(root: Path, index: str | None) -> tuple[Path, dict[str, Path], str]:
+    """Return (img_idx/, {split: list file}, the dataset NAME of the train_NAME.txt lists)."""
     list_dir = root / "img_idx"
-    names = sorted(p.name[len("train_"):-len(".txt")] for p in list_dir.glob("train_*.txt"))
+    names = sorted(p.name[len("train_") : -len(".txt")] for p in list_dir.glob("train_*.txt"))
     if index is None:
         if len(names) == 1:
             index = names[0]
@@ -483,8 +530,10 @@ def _basic_lists(root: Path, index: str | None) -> tuple[Path, dict[str, Path]]:
             )
     if index not in names:
         raise DataError(f"{list_dir / f'train_{index}.txt'} is missing: lists present are for {names}")
-    files = {split: list_dir / f"{split}_{index}.txt" for split in SPLITS if (list_dir / f"{split}_{index}.txt").is_file()}
-    return list_dir, files
+    files = {
+        split: list_dir / f"{split}_{index}.txt" for split in SPLITS if (list_dir / f"{split}_{index}.txt").is_file()
+    }
+    return list_dir, files, index
 
 
 def _salted_rank(name: str, seed: int) -> bytes:
@@ -494,17 +543,32 @@ def _salted_rank(name: str, seed: int) -> bytes:
 def _carve(trainval: list[Sample], val_fraction: float, val_seed: int) -> tuple[list[Sample], list[Sample]]:
     """Return (train, val): val is the ``round(val_fraction * n)`` frames of lowest salted hash, kept in order."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1): it is the share of training frames held out for validation")
-    n_val = min(max(1, round(val_fraction * len(trainval))), len(trainval) - 1)
+        raise ValueError(
+            f"val_fraction={val_fraction} must be in (0, 1): it is the share of training frames held out for validation"
+        )
     if len(trainval) < 2:
         raise DataError(f"only {len(trainval)} training frame(s): at least 2 are needed to hold out a validation frame")
+    n_val = min(max(1, round(val_fraction * len(trainval))), len(trainval) - 1)  # at least one frame each side
     chosen = set(sorted((s.name for s in trainval), key=lambda n: _salted_rank(n, val_seed))[:n_val])
     return [s for s in trainval if s.name not in chosen], [s for s in trainval if s.name in chosen]
 
 
-def _index(root, split: str | None, layout: str | None, val_fraction: float, val_seed: int,
-           index: str | None) -> tuple[Path, str, dict[str, list[Sample]], bool, list[str]]:
-    """Return (root, layout, {split: samples}, val_is_official, warnings) without decoding any frame."""
+@dataclass
+class _Indexed:
+    """A dataset folder indexed without decoding: its layout, split lists used and splits."""
+
+    root: Path
+    layout: str
+    index: str | None  # the split lists used: "idx_427"/"idx_320" (sirst), NAME (basicirstd), None (folder)
+    splits: dict[str, list[Sample]]
+    val_official: bool
+    warnings: list[str]
+
+
+def _index(
+    root, split: str | None, layout: str | None, val_fraction: float, val_seed: int, index: str | None
+) -> _Indexed:
+    """Return the indexed dataset (every split, val carved where the layout has none) without decoding any frame."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; choose one of {SPLITS}")
     root = resolve_data_root(root)
@@ -515,15 +579,20 @@ def _index(root, split: str | None, layout: str | None, val_fraction: float, val
     warnings: list[str] = []
     if layout == "folder":
         splits = _folder_splits(root, warnings)
+        index = None
     else:
         for sub in ("images", "masks"):
-            _require_dir(root / sub, f"{sub} folder", f"the {layout} layout keeps all frames in images/ and all masks in masks/")
+            _require_dir(
+                root / sub, f"{sub} folder", f"the {layout} layout keeps all frames in images/ and all masks in masks/"
+            )
         if layout == "sirst":
             list_dir, files = _sirst_lists(root, index)
-            suffixes = (SIRST_MASK_SUFFIX, "")
+            index, suffixes = list_dir.name, (SIRST_MASK_SUFFIX, "")
         else:
-            _require_dir(root / "img_idx", "split folder", "the basicirstd layout keeps img_idx/train_NAME.txt and test_NAME.txt")
-            list_dir, files = _basic_lists(root, index)
+            _require_dir(
+                root / "img_idx", "split folder", "the basicirstd layout keeps img_idx/train_NAME.txt and test_NAME.txt"
+            )
+            list_dir, files, index = _basic_lists(root, index)
             suffixes = ("", SIRST_MASK_SUFFIX)
         splits = _pool_splits(root, list_dir, files, suffixes, warnings, split)
     if split is not None and split not in splits and split != "val" and not (split == "train" and "trainval" in splits):
@@ -534,11 +603,12 @@ def _index(root, split: str | None, layout: str | None, val_fraction: float, val
     for name, samples in splits.items():
         if not samples:
             raise DataError(f"split {name!r} of {root} is empty: add frames (or lines to its list)")
-    return root, layout, splits, official_val, warnings
+    return _Indexed(root, layout, index, splits, official_val, warnings)
 
 
 def _verify(samples: Sequence[Sample], keep: bool) -> tuple[list, list[str]]:
-    """Decode every pair (threaded); return (list of (grey, mask) if keep else [], warnings); one DataError for all bad files."""
+    """Decode every pair (threaded); return (cache entries, or frame sizes if not keep; warnings)."""
+
     def load(sample: Sample):
         try:
             grey, mask, notes, _ = _load_native(sample)
@@ -555,8 +625,16 @@ def _verify(samples: Sequence[Sample], keep: bool) -> tuple[list, list[str]]:
     return [item for item, _, _ in results], warnings
 
 
-def list_split(root, split: str, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *,
-               index: str | None = None, decode: bool = True) -> tuple[list[Sample], list[str]]:
+def list_split(
+    root,
+    split: str,
+    layout: str | None = None,
+    val_fraction: float = 0.1,
+    val_seed: int = 0,
+    *,
+    index: str | None = None,
+    decode: bool = True,
+) -> tuple[list[Sample], list[str]]:
     """Return (the split's samples, warnings) after checking every file; DataError names each bad file and the fix.
 
     ``index`` picks the split lists (sirst: "idx_427" or "idx_320"; basicirstd: NAME of
@@ -564,8 +642,8 @@ def list_split(root, split: str, layout: str | None = None, val_fraction: float 
     indexing); the default decodes every frame and mask, which also finds corrupt files and
     mask/frame size mismatches.
     """
-    _, _, splits, _, warnings = _index(root, split, layout, val_fraction, val_seed, index)
-    samples = splits[split]
+    indexed = _index(root, split, layout, val_fraction, val_seed, index)
+    samples, warnings = indexed.splits[split], indexed.warnings
     if decode:
         _, notes = _verify(samples, keep=False)
         warnings += notes
@@ -576,17 +654,20 @@ def list_split(root, split: str, layout: str | None = None, val_fraction: float 
     return samples, warnings
 
 
-def val_subset(root, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *,
-               index: str | None = None) -> dict:
+def val_subset(
+    root, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *, index: str | None = None
+) -> dict:
     """Return a JSON-ready description of the val split: layout, official or carved, fraction, seed and frame names."""
-    root, layout, splits, official, _ = _index(root, "val", layout, val_fraction, val_seed, index)
+    indexed = _index(root, "val", layout, val_fraction, val_seed, index)
+    official = indexed.val_official
     return {
-        "root": str(root),
-        "layout": layout,
+        "root": str(indexed.root),
+        "layout": indexed.layout,
+        "index": indexed.index,
         "source": "official" if official else "carved from trainval",
         "val_fraction": None if official else val_fraction,
         "val_seed": None if official else val_seed,
-        "names": [s.name for s in splits["val"]],
+        "names": [s.name for s in indexed.splits["val"]],
     }
 
 
@@ -603,8 +684,8 @@ def write_names(names: Sequence[str], path: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- dataset
 
 
-class IRSTDDataset(torch.utils.data.Dataset):
-    """Frames and masks of one split of any layout; items are {"image": 1xHxW float [0,1], "mask": 1xHxW float {0,1}, "name"}.
+class IRSTDDataset:
+    """One split of a dataset in any layout; items: {"image": 1xHxW float [0,1], "mask": 1xHxW float {0,1}, "name"}.
 
     Every file is decoded once at construction (so bad files fail before training starts);
     with ``cache=True`` the decoded frames are kept in memory (as stored: uint8/uint16, masks
@@ -612,13 +693,24 @@ class IRSTDDataset(torch.utils.data.Dataset):
     called as ``transform(image, mask) -> (image, mask)`` on 1 x H x W tensors.
     """
 
-    def __init__(self, root, split: str, layout: str | None = None, transform=None, cache: bool = True,
-                 val_fraction: float = 0.1, val_seed: int = 0, sixteen_bit: str = "range", *, index: str | None = None):
+    def __init__(
+        self,
+        root,
+        split: str,
+        layout: str | None = None,
+        transform=None,
+        cache: bool = True,
+        val_fraction: float = 0.1,
+        val_seed: int = 0,
+        sixteen_bit: str = "range",
+        *,
+        index: str | None = None,
+    ):
         _check_sixteen_bit(sixteen_bit)
-        self.root, self.layout, splits, self.val_official, self.warnings = _index(
-            root, split, layout, val_fraction, val_seed, index)
-        self.split = split
-        self.samples: list[Sample] = splits[split]
+        indexed = _index(root, split, layout, val_fraction, val_seed, index)
+        self.root, self.layout, self.index, self.split = indexed.root, indexed.layout, indexed.index, split
+        self.val_official, self.warnings = indexed.val_official, indexed.warnings
+        self.samples: list[Sample] = indexed.splits[split]
         self.transform = transform
         self.sixteen_bit = sixteen_bit
         items, notes = _verify(self.samples, keep=cache)
@@ -644,6 +736,8 @@ class IRSTDDataset(torch.utils.data.Dataset):
             frame = _to_unit(grey, sample.image, self.sixteen_bit)
         else:
             frame, mask, _ = load_pair(sample, self.sixteen_bit)
+        import torch  # here, not at module level: the scorer reads masks through this module without torch
+
         image = torch.from_numpy(frame)[None]  # 1 x H x W float32 in [0, 1]
         target = torch.from_numpy(mask.astype(np.float32))[None]  # 1 x H x W float32 in {0, 1}
         if self.transform is not None:
@@ -652,22 +746,24 @@ class IRSTDDataset(torch.utils.data.Dataset):
 
 
 def size_batches(dataset: IRSTDDataset, batch_size: int) -> list[list[int]]:
-    """Return index batches (at most batch_size each) whose frames share one native size, for DataLoader(batch_sampler=...)."""
+    """Return index batches (<= batch_size) whose frames share one native size, for DataLoader(batch_sampler=)."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
     groups: dict[tuple[int, int], list[int]] = {}
     for i, size in enumerate(dataset.sizes):
         groups.setdefault(tuple(size), []).append(i)
-    return [indices[k:k + batch_size] for indices in groups.values() for k in range(0, len(indices), batch_size)]
+    return [indices[k : k + batch_size] for indices in groups.values() for k in range(0, len(indices), batch_size)]
 
 
 # ----------------------------------------------------------------------------- summary (command line)
 
 
-def summarize(root, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *,
-              index: str | None = None) -> dict:
-    """Return a JSON-ready summary: layout, frames per split, frame sizes in px, targets per frame, target areas in px, warnings."""
-    root, layout, splits, official, warnings = _index(root, None, layout, val_fraction, val_seed, index)
+def summarize(
+    root, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *, index: str | None = None
+) -> dict:
+    """Return a JSON-ready summary: layout, split sizes, frame sizes, targets per frame, target areas (px), warnings."""
+    indexed = _index(root, None, layout, val_fraction, val_seed, index)
+    splits, official, warnings = indexed.splits, indexed.val_official, indexed.warnings
     unique = {s.image: s for samples in splits.values() for s in samples}
     ordered = sorted(unique.values(), key=lambda s: str(s.image))
 
@@ -692,9 +788,9 @@ def summarize(root, layout: str | None = None, val_fraction: float = 0.1, val_se
     per_frame = Counter(len(item[2]) for item in info.values())
     split_targets = {name: sum(len(info[s.image][2]) for s in samples) for name, samples in splits.items()}
     return {
-        "root": str(root),
-        "layout": layout,
-        "index": index,
+        "root": str(indexed.root),
+        "layout": indexed.layout,
+        "index": indexed.index,
         "val": "official" if official else f"carved from trainval (val_fraction={val_fraction}, val_seed={val_seed})",
         "splits": {name: len(splits[name]) for name in SPLITS if name in splits},
         "targets": {name: split_targets[name] for name in SPLITS if name in splits},
@@ -707,7 +803,8 @@ def summarize(root, layout: str | None = None, val_fraction: float = 0.1, val_se
             "most_common_wxh": [[w, h, n] for (w, h), n in sizes.most_common(3)],
         },
         "targets_per_frame": {
-            "min": min(per_frame), "max": max(per_frame),
+            "min": min(per_frame),
+            "max": max(per_frame),
             "mean": round(sum(k * n for k, n in per_frame.items()) / len(info), 3),
             "histogram": {str(k): per_frame[k] for k in sorted(per_frame)},
         },
@@ -722,7 +819,11 @@ def summarize(root, layout: str | None = None, val_fraction: float = 0.1, val_se
 
 
 def _format_summary(s: dict) -> str:
-    lines = [f"{s['root']}", f"layout: {s['layout']}" + (f" ({s['index']})" if s["index"] else "") + f"; val: {s['val']}", ""]
+    lines = [
+        f"{s['root']}",
+        f"layout: {s['layout']}" + (f" ({s['index']})" if s["index"] else "") + f"; val: {s['val']}",
+        "",
+    ]
     lines.append(f"{'split':<10} {'frames':>7} {'targets':>8}")
     lines += [f"{name:<10} {n:>7} {s['targets'][name]:>8}" for name, n in s["splits"].items()]
     fs, tp, ta = s["frame_sizes"], s["targets_per_frame"], s["target_area_px"]
@@ -744,11 +845,26 @@ def _format_summary(s: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print a dataset summary (text, or one JSON object with --json); return 0, or 2 with the DataError message."""
-    parser = argparse.ArgumentParser(prog="python -m utils.data", description="Check a dataset folder and print a summary.")
-    parser.add_argument("--data-root", required=True, help=f"dataset folder, or a release name {sorted(RELEASE_NAMES)} read from ./datasets/")
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.data", description="Check a dataset folder and print a summary."
+    )
+    parser.add_argument(
+        "--data-root",
+        required=True,
+        help=f"dataset folder, or a release name {sorted(RELEASE_NAMES)} read from ./datasets/",
+    )
     parser.add_argument("--layout", choices=LAYOUTS, default=None, help="dataset layout (default: detected)")
-    parser.add_argument("--index", default=None, help="split lists: idx_427/idx_320 (sirst) or NAME of img_idx/train_NAME.txt (basicirstd)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of training frames held out as val where the layout has none")
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="split lists: idx_427/idx_320 (sirst) or NAME of img_idx/train_NAME.txt (basicirstd)",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of training frames held out as val where the layout has none",
+    )
     parser.add_argument("--val-seed", type=int, default=0, help="seed of that held-out subset")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)

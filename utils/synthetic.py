@@ -16,6 +16,7 @@ A scene is a low-rank-like background plus sparse small targets, the model LRRNe
 ``images/`` and ``masks/``), which ``utils.data.IRSTDDataset`` reads.
 Command line: ``python -m utils.synthetic --out DIR [--n-trainval 64 --n-test 32 --seed 0]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,17 +41,17 @@ FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(1.0 / MASK_FRACTION))  # diameter at
 
 
 def _lowpass(rng: np.random.Generator, height: int, width: int, cells: tuple[int, int], octaves: int) -> np.ndarray:
-    """Return smooth noise of unit standard deviation, H x W float32: random grids upsampled bicubically, summed over octaves."""
+    """Return smooth noise, H x W float32 of unit std: random grids upsampled bicubically, summed over octaves."""
     out = np.zeros((height, width), np.float32)
     rows, cols = cells
     for octave in range(octaves):
-        grid = rng.standard_normal((rows * 2 ** octave + 1, cols * 2 ** octave + 1)).astype(np.float32)
-        out += cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * 0.5 ** octave
+        grid = rng.standard_normal((rows * 2**octave + 1, cols * 2**octave + 1)).astype(np.float32)
+        out += cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * 0.5**octave
     return (out - out.mean()) / (out.std() + 1e-6)
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """Return a clean background, H x W float32 in grey levels: sky gradient, cloud, and maybe a horizon with sea or terrain."""
+    """Return a clean background, H x W float32 grey levels: sky gradient, cloud, maybe a horizon over sea/terrain."""
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     cols = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     sky = rng.uniform(60, 140) + rng.uniform(-40, 40) * rows + rng.uniform(-15, 15) * cols
@@ -83,13 +84,18 @@ def _place(rng: np.random.Generator, n: int, height: int, width: int) -> list[tu
             break
         row = rng.uniform(EDGE_MARGIN_PX, height - EDGE_MARGIN_PX)
         col = rng.uniform(EDGE_MARGIN_PX, width - EDGE_MARGIN_PX)
-        if all((row - r) ** 2 + (col - c) ** 2 >= MIN_SEPARATION_PX ** 2 for r, c in centres):
+        if all((row - r) ** 2 + (col - c) ** 2 >= MIN_SEPARATION_PX**2 for r, c in centres):
             centres.append((row, col))
     return centres
 
 
-def make_scene(seed: int, height: int = 256, width: int = 256, n_targets: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return (frame uint8 H x W grey levels, mask uint8 H x W in {0, 1}) of one synthetic scene; same seed, same scene."""
+def make_scene(
+    seed: int, height: int = 256, width: int = 256, n_targets: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (frame uint8 H x W grey levels, mask uint8 H x W in {0, 1}) of one synthetic scene; same seed, same scene.
+
+    ``n_targets`` None draws 1-5; on a small frame fewer may fit (centres 20 px apart, 12 px from the border).
+    """
     if height < 2 * EDGE_MARGIN_PX + 1 or width < 2 * EDGE_MARGIN_PX + 1:
         raise ValueError(f"scene {width}x{height} px is too small: both sides must exceed {2 * EDGE_MARGIN_PX} px")
     if n_targets is not None and not 0 <= n_targets <= MAX_TARGETS:
@@ -141,8 +147,9 @@ def _write_png(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_dataset(root: str | os.PathLike, n_trainval: int = 64, n_test: int = 32, size: tuple[int, int] = (256, 256),
-                  seed: int = 0) -> Path:
+def write_dataset(
+    root: str | os.PathLike, n_trainval: int = 64, n_test: int = 32, size: tuple[int, int] = (256, 256), seed: int = 0
+) -> Path:
     """Write synthetic scenes in the folder-split layout (size = (height, width) px, masks 0/255 PNG); return root."""
     root = Path(root)
     height, width = size
@@ -156,8 +163,16 @@ def write_dataset(root: str | os.PathLike, n_trainval: int = 64, n_test: int = 3
             name = f"{split_id}{i:05d}.png"
             _write_png(frame, root / split / "images" / name)
             _write_png(mask * np.uint8(255), root / split / "masks" / name)
-    meta = {"generator": "utils.synthetic", "seed": seed, "n_trainval": n_trainval, "n_test": n_test,
-            "size_hw": [height, width], "diameter_px": DIAMETER_PX, "scr": SCR_RANGE, "mask_fraction": MASK_FRACTION}
+    meta = {
+        "generator": "utils.synthetic",
+        "seed": seed,
+        "n_trainval": n_trainval,
+        "n_test": n_test,
+        "size_hw": [height, width],
+        "diameter_px": DIAMETER_PX,
+        "scr": SCR_RANGE,
+        "mask_fraction": MASK_FRACTION,
+    }
     tmp = root / "synthetic.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, root / "synthetic.json")
@@ -166,7 +181,9 @@ def write_dataset(root: str | os.PathLike, n_trainval: int = 64, n_test: int = 3
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write a synthetic dataset from the command line; return 0."""
-    parser = argparse.ArgumentParser(prog="python -m utils.synthetic", description="Write synthetic infrared scenes (folder-split layout).")
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.synthetic", description="Write synthetic infrared scenes (folder-split layout)."
+    )
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     parser.add_argument("--n-trainval", type=int, default=64)
     parser.add_argument("--n-test", type=int, default=32)

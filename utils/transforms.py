@@ -5,6 +5,7 @@ v2 kernels resize the mask with nearest neighbour and pad it with 0: it stays ex
 and aligned with the frame. Randomness comes from torch's global RNG only, so
 ``torch.manual_seed`` plus DataLoader worker seeding (torch's default) reproduce a run.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,21 +26,25 @@ def _randint(low: int, high: int) -> int:
 
 def _check_pair(image: torch.Tensor, mask: torch.Tensor) -> None:
     if image.ndim != 3 or mask.ndim != 3 or image.shape[-2:] != mask.shape[-2:]:
-        raise ValueError(f"expected image and mask of shape C x H x W with equal H, W; got {tuple(image.shape)} and {tuple(mask.shape)}")
+        raise ValueError(
+            f"expected image and mask of shape C x H x W, same H x W; got {tuple(image.shape)} and {tuple(mask.shape)}"
+        )
 
 
 def _resize(image: torch.Tensor, mask: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return both resized to size x size px: frame bilinear with antialias (as PIL), mask nearest (stays binary)."""
+    """Return both resized to size x size px: frame bilinear antialiased (as PIL), mask nearest-exact."""
     image = F.resize(tv_tensors.Image(image), [size, size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-    mask = F.resize(tv_tensors.Mask(mask), [size, size])  # tv_tensors.Mask -> nearest neighbour
+    # nearest-exact samples the source pixel under each output pixel's centre, as PIL's NEAREST and
+    # cv2.INTER_NEAREST_EXACT do, so the mask stays centred on the bilinear frame (legacy nearest shifts it)
+    mask = F.resize(tv_tensors.Mask(mask), [size, size], interpolation=v2.InterpolationMode.NEAREST_EXACT)
     return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
 
 class TrainTransform:
-    """Random joint augmentation: optional resize, target-biased random crop, flips, 90-degree rotations and transposition.
+    """Random joint augmentation: optional resize, target-biased crop, flips, 90-degree rotations and transposition.
 
     - ``base_size``: first resize to base_size x base_size px (the release: 512 for IRSTD-1K and
-      NUDT-SIRST, 256 for SIRST-Aug); the mask by nearest neighbour.
+      NUDT-SIRST, 256 for SIRST-Aug); the frame bilinearly, the mask by nearest neighbour.
     - ``crop_size``: a crop_size x crop_size px window; frames smaller than it are padded at the
       bottom/right with 0 (mask 0). With probability ``target_prob`` (and a target present) the
       window is placed to contain a target pixel drawn uniformly from the mask; otherwise it is
@@ -50,18 +55,30 @@ class TrainTransform:
       the release's "flips and transposition" draws from the same 8.
     """
 
-    def __init__(self, crop_size: int | None = 256, target_prob: float = 0.5, flip: bool = True, rot90: bool = True,
-                 base_size: int | None = None):
+    def __init__(
+        self,
+        crop_size: int | None = 256,
+        target_prob: float = 0.5,
+        flip: bool = True,
+        rot90: bool = True,
+        base_size: int | None = None,
+    ):
         for name, value in (("crop_size", crop_size), ("base_size", base_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}={value!r} must be a positive number of pixels or None")
         if not 0.0 <= target_prob <= 1.0:
             raise ValueError(f"target_prob={target_prob} must be a probability in [0, 1]")
-        self.crop_size, self.target_prob, self.flip, self.rot90, self.base_size = crop_size, target_prob, flip, rot90, base_size
+        self.crop_size = crop_size
+        self.target_prob = target_prob
+        self.flip = flip
+        self.rot90 = rot90
+        self.base_size = base_size
 
     def __repr__(self) -> str:
-        return (f"TrainTransform(crop_size={self.crop_size}, target_prob={self.target_prob}, flip={self.flip}, "
-                f"rot90={self.rot90}, base_size={self.base_size})")
+        return (
+            f"TrainTransform(crop_size={self.crop_size}, target_prob={self.target_prob}, flip={self.flip}, "
+            f"rot90={self.rot90}, base_size={self.base_size})"
+        )
 
     def _crop(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.crop_size
@@ -78,7 +95,7 @@ class TrainTransform:
                 row, col = pixels[_randint(0, len(pixels) - 1)].tolist()
                 top = _randint(max(0, row - size + 1), min(row, height - size))  # window rows [top, top+size) hold row
                 left = _randint(max(0, col - size + 1), min(col, width - size))
-        return image[..., top:top + size, left:left + size], mask[..., top:top + size, left:left + size]
+        return image[..., top : top + size, left : left + size], mask[..., top : top + size, left : left + size]
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (image, mask) transformed together, both C x h x w; mask values are those of the input mask."""
