@@ -226,6 +226,9 @@ class Run:
                  len(self.train_set), len(self.val_set))
 
         net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last).to(self.device)
+        if cfg.target_prior > 0:   # targets are ~1e-4 of the pixels: start near "no target" instead of p = 0.5
+            with torch.no_grad():
+                net.out_conv.bias.fill_(math.log(cfg.target_prior / (1 - cfg.target_prior)))
         self.net = net
         self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay)) if cfg.ema_decay else None
         self.model = net
@@ -432,6 +435,13 @@ class Run:
         w.flush()
         log.info(msg)
 
+    def _rank_weight_difference(self) -> float:
+        """Return the largest absolute difference between any rank's weights and rank 0's (0.0 when in sync)."""
+        mine = _flat_weights(self.net)
+        gathered = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(gathered, mine)
+        return max((g - gathered[0]).abs().max().item() for g in gathered)
+
     def finish(self) -> dict:
         """Score best.pt and last.pt once on the test split; write and return summary.json."""
         cfg = self.cfg
@@ -439,7 +449,10 @@ class Run:
         test = IRSTDDataset(self.root, "test", layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed,
                             sixteen_bit=cfg.sixteen_bit)
         summary = {"config": cfg.config_name, "run_dir": str(self.run_dir), "epochs": self.epoch,
-                   "data_root": str(self.root), "n_test": len(test), "code_revision": code_revision()}
+                   "data_root": str(self.root), "n_test": len(test), "code_revision": code_revision(),
+                   "world_size": self.world}
+        if self.world > 1:
+            summary["ddp_max_weight_diff"] = self._rank_weight_difference()
         for tag in ("best", "last"):
             path = self.run_dir / f"{tag}.pt"
             if not path.exists():
@@ -464,6 +477,11 @@ class Run:
             if self.writer:
                 self.writer.close()
         return summary
+
+
+def _flat_weights(net: nn.Module) -> torch.Tensor:
+    """Return all parameters of a network as one float64 CPU vector."""
+    return torch.cat([p.detach().double().flatten().cpu() for p in unwrap(net).parameters()])
 
 
 def plain(metrics: dict) -> dict:
