@@ -1,0 +1,107 @@
+"""Training throughput: frames/s of our training step against a plain loop of the same network, in one process.
+
+    python benchmarks/bench_train.py                   # batch 8 at 256 x 256 on the CPU (and CUDA when present)
+    python benchmarks/bench_train.py --steps 6 --bf16
+
+plain   the release's way: contiguous tensors, explicit softmax(QK^T)V attention, float32,
+        frames decoded from disk for every batch (IRSTDDataset(cache=False))
+ours    the engine's way: channels_last, scaled_dot_product_attention, in-place ReLU,
+        decoded frames cached in memory; "+bf16" adds bf16 autocast (CUDA: bf16 autocast always)
+Steps alternate between the paths (one step each in turn) and the median is reported,
+so that the load of a shared machine hits both alike. Data: synthetic 256 x 256 scenes
+written to a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import get_model  # noqa: E402
+from utils.data import IRSTDDataset  # noqa: E402
+from utils.losses import LRRLoss  # noqa: E402
+from utils.runtime import autocast  # noqa: E402
+from utils.synthetic import write_dataset  # noqa: E402
+from utils.transforms import TrainTransform  # noqa: E402
+
+
+def make_path(root: Path, device: torch.device, fast: bool, dtype: torch.dtype, batch: int, state: dict):
+    """Return a callable doing one training step (data included) of one path; all paths start from state."""
+    net = get_model("LRRNet", attention="sdpa" if fast else "explicit", channels_last=fast)
+    net.load_state_dict(state)
+    net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = LRRLoss("release")
+    data = IRSTDDataset(root, "train", transform=TrainTransform(crop_size=256), cache=fast)
+    batches = iter(DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(0)))
+
+    def step():
+        nonlocal batches
+        try:
+            item = next(batches)
+        except StopIteration:
+            batches = iter(DataLoader(data, batch_size=batch, shuffle=True, drop_last=True))
+            item = next(batches)
+        image, mask = item["image"].to(device), item["mask"].to(device)
+        with autocast(device, dtype):
+            d, t = net(image)
+        loss, _ = loss_fn(d, t, image, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return step
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Time the paths and print a markdown table; return the rows."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per path (after one warm-up step)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--bf16", action="store_true", help="also time ours with bf16 autocast on the CPU")
+    args = parser.parse_args(argv)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_dataset(Path(tmp) / "scenes", n_trainval=64, n_test=4, size=(256, 256), seed=0)
+        torch.manual_seed(0)
+        state = get_model("LRRNet").state_dict()
+        for device in devices:
+            paths = {"plain": make_path(root, device, False, torch.float32, args.batch_size, state),
+                     "ours": make_path(root, device, True, torch.float32, args.batch_size, state)}
+            if args.bf16 or device.type == "cuda":
+                paths["ours+bf16"] = make_path(root, device, True, torch.bfloat16, args.batch_size, state)
+            times = {name: [] for name in paths}
+            for name, step in paths.items():
+                step()                                  # warm-up
+            for _ in range(args.steps):
+                for name, step in paths.items():
+                    start = time.perf_counter()
+                    step()
+                    times[name].append(time.perf_counter() - start)
+            plain = statistics.median(times["plain"])
+            where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+            for name in paths:
+                t = statistics.median(times[name])
+                rows.append({"device": where, "path": name, "s_per_step": t, "fps": args.batch_size / t,
+                             "speedup": plain / t})
+    print(f"batch {args.batch_size} x 1 x 256 x 256, torch {torch.__version__}, median of {args.steps} steps")
+    print("| device | path | s/step | frames/s | speed-up |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['device']} | {r['path']} | {r['s_per_step']:.2f} | {r['fps']:.2f} | {r['speedup']:.2f}x |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
