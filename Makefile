@@ -4,6 +4,10 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+SIRST ?= ../shared/datasets/SIRST-v1
+CKPT ?= checkpoints/lrrnet_sirst_v1.pt
+DEMO ?= results/demo
+
 .PHONY: venv test demo bench clean
 
 $(STAMP): requirements.txt
@@ -18,6 +22,26 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
+
+# The shipped checkpoint on the SIRST v1 test frames when both are here; otherwise a one-minute
+# training run on generated scenes. Either way: infer, score, print the table, write overlays and roc.png.
+demo: $(STAMP)
+	@if [ -f $(CKPT) ] && [ -d $(SIRST) ]; then \
+	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score; \
+	else \
+	  echo "($(CKPT) or $(SIRST) absent: training on synthetic scenes first)"; \
+	  $(VPY) run_configs.py --config synthetic --out runs/demo_synthetic && \
+	  $(VPY) inference.py --checkpoint runs/demo_synthetic/best.pt --data-root runs/demo_synthetic/synthetic \
+	    --split test --out $(DEMO) --overlay --score; \
+	fi
+
+bench: $(STAMP)
+	$(VPY) -m models.summary --size 512 512
+	$(VPY) benchmarks/bench_model.py
+	$(VPY) benchmarks/bench_train.py --bf16
+	$(VPY) benchmarks/bench_inference.py
+	$(VPY) benchmarks/bench_metrics.py
+	$(VPY) benchmarks/bench_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

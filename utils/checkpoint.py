@@ -101,3 +101,38 @@ def load_network(path: Path) -> tuple[nn.Module, dict]:
     except RuntimeError as err:
         raise ValueError(f"checkpoint {path} does not fit LRRNet: {err}") from err
     return net.eval(), meta
+
+
+SHIPPED_KEYS = ("model", "selected_weights", "model_name", "model_hparams", "epoch", "best_metric", "best_epoch",
+                "history", "config", "code_revision", "val_names", "saved_at", "torch", "device", "world_size")
+
+
+def export(source: Path, dest: Path, summary: Path | None = None) -> dict:
+    """Write a slim copy of a run's checkpoint (weights + metadata, no optimiser state) to dest; return it.
+
+    With the run's summary.json, the test scores of its best and last checkpoints are stored as well.
+    """
+    ckpt = load_checkpoint(source)
+    slim = {k: ckpt[k] for k in SHIPPED_KEYS if k in ckpt}
+    slim["format_version"] = FORMAT_VERSION
+    slim["val"] = ckpt.get("val")
+    if summary is not None:
+        import json
+        slim["summary"] = json.loads(Path(summary).read_text())
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(slim, Path(dest))
+    return slim
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Export a run's checkpoint for shipping: "
+                                     "python -m utils.checkpoint RUN/best.pt checkpoints/NAME.pt --summary RUN/summary.json")
+    parser.add_argument("source", type=Path)
+    parser.add_argument("dest", type=Path)
+    parser.add_argument("--summary", type=Path, default=None)
+    args = parser.parse_args()
+    out = export(args.source, args.dest, args.summary)
+    print(f"wrote {args.dest}: epoch {out['epoch']}, {out['selected_weights']} weights, "
+          f"{args.dest.stat().st_size / 2 ** 20:.1f} MiB")
