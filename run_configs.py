@@ -20,6 +20,7 @@ from pathlib import Path
 
 from utils import config as cfgs
 from utils.data import DataError
+from utils.runtime import select_device
 
 
 def print_configs() -> None:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, build the config, train; return the exit code (2 for a bad command line or data)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False,
                                      usage="%(prog)s (--config NAME | --resume RUN_DIR | --list) [--key value ...]")
     parser.add_argument("--config", choices=list(cfgs.CONFIGS), help="named config")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from RUN_DIR/last.pt")
@@ -45,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_usage()
         return 0
     try:
+        if args.config and args.resume:
+            raise cfgs.ConfigError("give --config NAME for a new run or --resume RUN_DIR, not both "
+                                   "(a resumed run keeps its own config.json)")
         overrides = cfgs.parse_overrides(rest)
         if args.resume:
             if not (args.resume / "config.json").is_file() or not (args.resume / "last.pt").is_file():
@@ -56,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise cfgs.ConfigError(f"--resume cannot change {', '.join(refused)} (the run would no longer be "
                                        f"the same); allowed with --resume: {', '.join(sorted(allowed))}")
             cfg = replace(cfgs.load(args.resume / "config.json"), **overrides)
+            cfgs.validate(cfg.to_dict())
         else:
             cfg = cfgs.build(args.config, overrides)
+        try:
+            select_device(cfg.device)
+        except ValueError as err:
+            raise cfgs.ConfigError(str(err)) from None
     except cfgs.ConfigError as err:
         parser.print_usage(sys.stderr)
         print(f"error: {err}", file=sys.stderr)
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, cfgs.ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
     return 0
 
 

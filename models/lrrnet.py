@@ -18,7 +18,7 @@ Differences from the release, none of which change the weights:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import nn
 
 from .blocks import GROUPS, Downsample, ResidualBlock, Upsample, conv3x3
 
-PAD_MULTIPLE = 8  # three stride-2 downsamplings
+PAD_MODES = ("replicate", "reflect", "constant")
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,15 @@ class LRRNet(nn.Module):
 
     def __init__(self, **kwargs):
         super().__init__()
+        valid = [f.name for f in fields(LRRNetConfig)]
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ValueError(f"LRRNet got unknown option(s) {unknown}; valid: {valid}")
         cfg = LRRNetConfig(**{k: tuple(v) if k == "width_mults" else v for k, v in kwargs.items()})
+        if cfg.pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode {cfg.pad_mode!r} is unknown; choose one of {PAD_MODES}")
         self.config = cfg
+        self.pad_multiple = 2 ** (len(cfg.width_mults) - 1)   # one stride-2 Down per level but the last
         widths = [cfg.base_width * m for m in cfg.width_mults]
         rb = dict(dropout=cfg.dropout, groups=cfg.groups, attention_kind=cfg.attention)
         self.init_conv = conv3x3(cfg.in_channels, cfg.base_width)
@@ -89,7 +96,7 @@ class LRRNet(nn.Module):
             self.to(memory_format=torch.channels_last)
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        """Return x padded at the bottom and right to a multiple of 8.
+        """Return x padded at the bottom and right to a multiple of 8 (2 ** downsamplings).
 
         Replicate padding continues the background without the step edge that zero
         padding would put at the border (a bright step can look like a target to the
@@ -97,7 +104,7 @@ class LRRNet(nn.Module):
         and, applied only at the bottom/right, leaves frames that already fit untouched.
         """
         h, w = x.shape[-2:]
-        ph, pw = -h % PAD_MULTIPLE, -w % PAD_MULTIPLE
+        ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
         if ph == 0 and pw == 0:
             return x
         return F.pad(x, (0, pw, 0, ph), mode=self.config.pad_mode)

@@ -126,3 +126,15 @@ def test_full_hd_frame_peak_memory_under_3_gb():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["shape"] == [1, 1, 1080, 1918]
     assert result["peak_gb"] < 3.0, result
+
+
+def test_unknown_options_list_the_valid_ones():
+    with pytest.raises(ValueError, match="width_mults"):
+        get_model("LRRNet", widths=(16, 32))
+
+
+def test_more_levels_pad_to_their_own_multiple():
+    net = get_model("LRRNet", width_mults=(1, 2, 4, 8, 8)).eval()
+    with torch.no_grad():
+        d, t = net(torch.rand(1, 1, 24, 40))
+    assert t.shape == (1, 1, 24, 40)

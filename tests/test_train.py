@@ -46,12 +46,21 @@ def test_precedence_defaults_named_command_line():
     (["--amp", "fp8"], "choose one of auto, off, bf16, fp16"),
     (["--flip", "maybe"], "true or false"),
     (["--epochs"], "needs a value"),
+    (["--val-every", "0"], "out of range"),
+    (["--target-prior", "1"], "out of range"),
+    (["--batch-size", "0"], "out of range"),
+    (["--device", "cdua"], "not a device"),
 ])
 def test_bad_overrides_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
     assert run_main(["--config", "synthetic", "--out", out, *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_config_and_resume_together_are_refused(tmp_path, capsys):
+    assert run_main(["--config", "synthetic", "--resume", tmp_path]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_resume_of_a_folder_that_is_no_run_is_refused(tmp_path, capsys):
@@ -145,7 +154,8 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
 def test_torchrun_two_processes_on_gloo_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "run_configs.py", *TINY, "--epochs", "2", "--device", "cpu", "--out", str(out)]
+           "run_configs.py", *TINY, "--steps-per-epoch", "0",   # one pass: DistributedSampler shares the frames
+           "--epochs", "2", "--device", "cpu", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

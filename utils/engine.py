@@ -15,6 +15,7 @@ import random
 import time
 from contextlib import nullcontext
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=10))
     return dist.get_rank(), world, device
 
 
@@ -89,9 +90,11 @@ def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
         return resolve_data_root(cfg.data_root or cfg.dataset)
     from utils.synthetic import write_dataset
     root = run_dir / "synthetic"
-    if rank == 0 and not (root / "test").is_dir():
+    done = root / ".complete"            # written last: a run killed while generating starts over
+    if rank == 0 and not done.is_file():
         size = (cfg.synthetic_size, cfg.synthetic_size)
         write_dataset(root, n_trainval=cfg.synthetic_frames, n_test=cfg.synthetic_frames // 2, size=size, seed=cfg.seed)
+        done.write_text("ok\n")
     barrier(world)
     return root
 
@@ -212,6 +215,10 @@ class Run:
         seed_everything(cfg.seed)
         self.root = data_root(cfg, self.run_dir, self.rank, self.world)
         self.train_set, self.val_set = build_datasets(cfg, self.root)   # bad data fails here, nothing written
+        self.steps = cfg.steps_per_epoch or len(self.train_set) // (cfg.batch_size * self.world)
+        if self.steps < 1:
+            raise config_mod.ConfigError(f"batch size {cfg.batch_size} x {self.world} process(es) exceeds the "
+                                         f"{len(self.train_set)} training frames; lower --batch-size")
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.run_dir / "config.json.tmp"
@@ -238,16 +245,12 @@ class Run:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = cfg.steps_per_epoch or len(self.train_set) // (cfg.batch_size * self.world)
-        if steps < 1:
-            raise config_mod.ConfigError(f"batch size {cfg.batch_size} x {self.world} process(es) exceeds the "
-                                         f"{len(self.train_set)} training frames; lower --batch-size")
-        self.steps = steps
+        steps = self.steps
         self.scheduler = make_scheduler(self.optimizer, cfg, cfg.epochs * steps)
         self.dtype = amp_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.loss_fn = LRRLoss(cfg.loss, cfg.w_softiou, cfg.w_l1, cfg.w_mse)
-        self.epoch, self.best, self.best_epoch, self.history = 0, -1.0, -1, []
+        self.epoch, self.best, self.best_epoch, self.history, self.bad_in_row = 0, -1.0, -1, [], 0
         self.writer = None
         if resume:
             self._load(self.run_dir / "last.pt")
@@ -257,6 +260,8 @@ class Run:
 
     def _setup_logging(self) -> None:
         log.setLevel(logging.INFO if self.main else logging.WARNING)
+        for handler in log.handlers:
+            handler.close()
         log.handlers.clear()
         log.propagate = False
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
@@ -276,7 +281,7 @@ class Run:
             "model": weights, "selected_weights": selected,
             "model_name": self.cfg.model, "model_hparams": unwrap(self.net).hparams(),
             "ema": self.ema.module.state_dict() if self.ema else None,
-            "ema_n_averaged": int(self.ema.n_averaged) if self.ema else 0,
+            "ema_n_averaged": int(self.ema.n_averaged) if self.ema else 0, "amp_dtype": str(self.dtype),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": rng_state(),
             "epoch": self.epoch, "best_metric": self.best, "best_epoch": self.best_epoch,
@@ -289,6 +294,13 @@ class Run:
 
     def _load(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
+        saved_world = ckpt.get("world_size", 1)
+        if saved_world != self.world:
+            raise config_mod.ConfigError(f"{path} was trained by {saved_world} process(es), this launch has "
+                                         f"{self.world}: resume with the same --nproc_per_node")
+        if ckpt.get("amp_dtype", str(self.dtype)) != str(self.dtype):
+            raise config_mod.ConfigError(f"{path} was trained with {ckpt['amp_dtype']}, this device resolves "
+                                         f"--amp {self.cfg.amp} to {self.dtype}: resume on the same kind of device")
         self.net.load_state_dict(ckpt["model"])   # last.pt always holds the raw weights
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
@@ -307,22 +319,39 @@ class Run:
         if not self.main:
             return
         raw = unwrap(self.net).state_dict()
-        atomic_save(self._state(raw, "raw"), self.run_dir / "last.pt")
-        if improved:
+        if improved:   # best.pt first: a kill between the two writes never leaves last.pt ahead of best.pt
             weights = raw if val["selected"] == "raw" else self.ema.module.state_dict()
             best = self._state(weights, val["selected"])
-            best["raw_model"] = raw
             best["val"] = val
             atomic_save(best, self.run_dir / "best.pt")
+        atomic_save(self._state(raw, "raw"), self.run_dir / "last.pt")
 
     # -- training
+
+    def _skip(self, what: str) -> None:
+        """Count a skipped step; stop the run after cfg.nan_patience of them in a row (across epochs)."""
+        self.bad_in_row += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        log.warning("epoch %d: %s, step skipped (%d in a row)", self.epoch + 1, what, self.bad_in_row)
+        if self.bad_in_row >= self.cfg.nan_patience:
+            raise NonFiniteLoss(
+                f"{self.bad_in_row} non-finite steps in a row at epoch {self.epoch + 1}: the run is diverging. "
+                f"Resume from {self.run_dir / 'last.pt'} with a lower --lr, --grad-clip 1 or --amp off.")
+
+    def _all_ranks_ok(self, value: torch.Tensor) -> bool:
+        """Return True when value is finite on every rank (one device-to-host sync)."""
+        ok = torch.isfinite(value).float()
+        if self.world > 1:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return ok.item() == 1
 
     def _train_epoch(self) -> dict:
         cfg, epoch = self.cfg, self.epoch
         seed_everything(epoch_seed(cfg, epoch, self.rank))
         self.model.train()
         loader = train_loader(cfg, self.train_set, epoch, self.rank, self.world, self.device)
-        sums, n_frames, bad_in_row, skipped = {"loss": 0.0, "softiou": 0.0, "l1": 0.0, "mse": 0.0}, 0, 0, 0
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)   # loss, softiou, l1, mse (kept on device)
+        n_frames, n_steps = 0, 0
         start = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.main, leave=False,
                    dynamic_ncols=True)
@@ -332,43 +361,34 @@ class Run:
             with autocast(self.device, self.dtype):
                 d, t = self.model(image)
             loss, parts = self.loss_fn(d, t, image, mask)
-            finite = torch.isfinite(loss).float()
-            if self.world > 1:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() < 1:
-                bad_in_row += 1
-                skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                log.warning("epoch %d: non-finite loss (%s), step skipped (%d in a row)", epoch + 1,
-                            loss.item(), bad_in_row)
-                if bad_in_row >= cfg.nan_patience:
-                    raise NonFiniteLoss(
-                        f"{bad_in_row} non-finite losses in a row at epoch {epoch + 1}: the run is diverging. "
-                        f"Resume from {self.run_dir / 'last.pt'} with a lower --lr, --grad-clip 1 or --amp off.")
-                self.scheduler.step()
+            if not self._all_ranks_ok(loss):
+                self._skip("non-finite loss")
+                self.scheduler.step()    # the schedule follows iterations, taken or skipped
                 continue
-            bad_in_row = 0
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
+            self.scaler.unscale_(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip or float("inf"))
+            if not self.scaler.is_enabled() and not self._all_ranks_ok(norm):
+                self._skip("non-finite gradients")   # (the fp16 GradScaler skips such steps itself)
+                self.scheduler.step()
+                continue
+            self.bad_in_row = 0
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update_parameters(self.net)
-            sums["loss"] += loss.item()
-            for k, v in parts.items():
-                sums[k] += v.item()
+            sums += torch.stack([loss.detach(), parts["softiou"], parts["l1"], parts["mse"]]).double()
             n_frames += image.shape[0] * self.world
-            lr = self.optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}",
-                            fps=f"{n_frames / (time.perf_counter() - start):.1f}")
-        n_steps = max(1, self.steps - skipped)
-        out = {k: v / n_steps for k, v in sums.items()}
+            n_steps += 1
+            if n_steps % 5 == 1:
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                fps=f"{n_frames / (time.perf_counter() - start):.1f}")
+        means = (sums / max(1, n_steps)).tolist()
+        out = dict(zip(("loss", "softiou", "l1", "mse"), means))
         out.update(lr=self.optimizer.param_groups[0]["lr"], fps=n_frames / (time.perf_counter() - start),
-                   skipped=skipped)
+                   skipped=self.steps - n_steps)
         return out
 
     def _validate(self) -> dict:
@@ -437,7 +457,7 @@ class Run:
 
     def _rank_weight_difference(self) -> float:
         """Return the largest absolute difference between any rank's weights and rank 0's (0.0 when in sync)."""
-        mine = _flat_weights(self.net)
+        mine = _flat_weights(self.net).to(self.device)   # NCCL gathers device tensors only
         gathered = [torch.empty_like(mine) for _ in range(self.world)]
         dist.all_gather(gathered, mine)
         return max((g - gathered[0]).abs().max().item() for g in gathered)
@@ -455,7 +475,10 @@ class Run:
             summary["ddp_max_weight_diff"] = self._rank_weight_difference()
         for tag in ("best", "last"):
             path = self.run_dir / f"{tag}.pt"
-            if not path.exists():
+            exists = [path.exists()]
+            if self.world > 1:       # rank 0 decides: other ranks may not share its file system
+                dist.broadcast_object_list(exists, src=0)
+            if not exists[0]:
                 continue
             ckpt = load_checkpoint(path)
             net = get_model(cfg.model, channels_last=cfg.channels_last).to(self.device)
@@ -480,8 +503,8 @@ class Run:
 
 
 def _flat_weights(net: nn.Module) -> torch.Tensor:
-    """Return all parameters of a network as one float64 CPU vector."""
-    return torch.cat([p.detach().double().flatten().cpu() for p in unwrap(net).parameters()])
+    """Return all parameters of a network as one float64 vector on their device."""
+    return torch.cat([p.detach().double().flatten() for p in unwrap(net).parameters()])
 
 
 def plain(metrics: dict) -> dict:
@@ -503,9 +526,17 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False) -
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
     cfg = replace(cfg, out=str(run_dir))
-    run = Run(cfg, run_dir, resume=resume)
+    deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        return run.fit()
+        run = Run(cfg, run_dir, resume=resume)
+        try:
+            return run.fit()
+        finally:
+            if run.writer is not None:
+                run.writer.close()
+            for handler in log.handlers:
+                handler.close()
     finally:
-        if run.world > 1 and dist.is_initialized():
+        torch.use_deterministic_algorithms(deterministic)
+        if dist.is_initialized():
             dist.destroy_process_group()
