@@ -25,7 +25,6 @@ unreadable, logits instead of probabilities, or of another aspect ratio than the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -41,6 +40,7 @@ import scipy.io
 from tqdm import tqdm
 
 from utils.data import LAYOUTS, SPLITS, DataError, Sample, fit_mask, list_split, read_mask, resolve_data_root
+from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
@@ -207,14 +207,6 @@ def format_table(metrics: dict) -> str:
              f"protocol release (comparison only): pred / max(pred) > {metrics['threshold']} at "
              f"{RELEASE_SIZE} x {RELEASE_SIZE}, Fa by area matching")
     return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write data as JSON atomically (PATH.tmp, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _import_matplotlib() -> None:

@@ -51,6 +51,7 @@ import torch
 from tqdm import tqdm
 
 from utils.checkpoint import load_network
+from utils.files import atomic_write_bytes
 from utils.data import (
     IMAGE_EXTENSIONS,
     LAYOUTS,
@@ -182,26 +183,19 @@ def detect_targets(prob: np.ndarray, threshold: float = THRESHOLD) -> list[dict]
 # ----------------------------------------------------------------------------- files
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to path through PATH.tmp and os.replace."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an 8-bit grey or BGR image as PNG, atomically."""
     ok, data = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
-    _atomic_bytes(path, data.tobytes())
+    atomic_write_bytes(path, data.tobytes())
 
 
 def write_mat(path: Path, prob: np.ndarray, recon: np.ndarray) -> None:
     """Write 'T' (float32 probabilities) and 'D' (float32 reconstruction) to a MATLAB .mat file, atomically."""
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, {"T": prob.astype(np.float32, copy=False), "D": recon.astype(np.float32, copy=False)})
-    _atomic_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
@@ -397,7 +391,7 @@ def write_detections(out: Path, report: Report, samples: Sequence[Sample], meta:
         for row in entry["targets"]:
             writer.writerow({"frame": sample.name, **{k: _rounded(k, v) for k, v in row.items()}})
         frames.append({"frame": sample.name, **entry})
-    _atomic_bytes(out / "detections.csv", buffer.getvalue().encode("utf-8"))
+    atomic_write_bytes(out / "detections.csv", buffer.getvalue().encode("utf-8"))
     head = {**meta, "columns": {"x, y": "centroid in pixels (x = column, y = row)",
                                 "bbox_x, bbox_y, bbox_w, bbox_h": "bounding box in pixels",
                                 "area_px": "pixels", "peak_prob, mean_prob": "probability over the component"},
@@ -405,7 +399,7 @@ def write_detections(out: Path, report: Report, samples: Sequence[Sample], meta:
     # One frame a line: readable, and json's fast C encoder (indent= falls back to pure Python).
     text = "{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
     text += '"frames": [\n' + ",\n".join(json.dumps(f) for f in frames) + "\n]\n}\n"
-    _atomic_bytes(out / "detections.json", text.encode("utf-8"))
+    atomic_write_bytes(out / "detections.json", text.encode("utf-8"))
 
 
 def _rounded(key: str, value):

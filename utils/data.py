@@ -46,6 +46,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from utils.files import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -673,12 +675,7 @@ def val_subset(
 
 def write_names(names: Sequence[str], path: str | os.PathLike) -> Path:
     """Write frame names one per line (a split list), atomically; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(f"{name}\n" for name in names))
 
 
 # ----------------------------------------------------------------------------- dataset

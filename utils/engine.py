@@ -7,13 +7,11 @@ follows the same path as one that was never interrupted.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +29,7 @@ from utils import config as config_mod
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, rng_state, set_rng_state, unwrap
 from utils.config import TrainConfig
 from utils.data import IRSTDDataset, resolve_data_root, write_names
+from utils.files import write_json
 from utils.losses import LRRLoss
 from utils.metrics import Evaluator
 from utils.runtime import autocast, select_device
@@ -221,9 +220,7 @@ class Run:
                                          f"{len(self.train_set)} training frames; lower --batch-size")
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.run_dir / "config.json.tmp"
-            tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-            os.replace(tmp, self.run_dir / "config.json")
+            write_json(self.run_dir / "config.json", cfg.to_dict())
         self._setup_logging()
         if self.main:
             write_names(self.val_set.names, self.run_dir / "val_split.txt")
@@ -489,9 +486,7 @@ class Run:
                             "val": last_val[ckpt["selected_weights"]] if last_val else None,
                             "test": plain(scores.compute())}
         if self.main:
-            path = self.run_dir / "summary.json"
-            path.with_name("summary.json.tmp").write_text(json.dumps(summary, indent=2) + "\n")
-            os.replace(path.with_name("summary.json.tmp"), path)
+            write_json(self.run_dir / "summary.json", summary)
             for tag in ("best", "last"):
                 if tag in summary:
                     s, t = summary[tag], summary[tag]["test"]

@@ -25,8 +25,6 @@ Prints a markdown table and writes OUT/robustness.json atomically.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 import zlib
@@ -39,6 +37,7 @@ from tqdm import tqdm
 
 from utils.checkpoint import load_network
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
+from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
 from utils.runtime import DTYPES, Predictor, select_device
 
@@ -98,14 +97,6 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['sigma']:g} | {100 * r['iou']:.2f} | {100 * r['niou']:.2f} | {100 * r['pd']:.2f} | "
                      f"{1e6 * r['fa']:.2f} | {100 * r['f1']:.2f} |")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write data as indented JSON to path, atomically (PATH.tmp, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _sigma(text: str) -> float:

@@ -20,7 +20,6 @@ Command line: ``python -m utils.synthetic --out DIR [--n-trainval 64 --n-test 32
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+
+from utils.files import atomic_write_bytes, write_json
 
 MASK_FRACTION = 0.5  # mask = blob above half its peak: the blob's full width at half maximum
 DIAMETER_PX = (3.0, 9.0)  # half-maximum diameter of a target
@@ -142,9 +143,7 @@ def _write_png(array: np.ndarray, path: Path) -> None:
     ok, data = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data.tobytes())
 
 
 def write_dataset(
@@ -173,9 +172,7 @@ def write_dataset(
         "scr": SCR_RANGE,
         "mask_fraction": MASK_FRACTION,
     }
-    tmp = root / "synthetic.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, root / "synthetic.json")
+    write_json(root / "synthetic.json", meta)
     return root
 
 
