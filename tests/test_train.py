@@ -163,3 +163,38 @@ def test_torchrun_two_processes_on_gloo_keep_identical_weights(tmp_path):
     assert summary["world_size"] == 2
     assert summary["ddp_max_weight_diff"] == 0.0
     assert summary["best"]["test"]["n_images"] == summary["n_test"]
+
+
+# ----------------------------------------------------------------------------- --init (fine-tuning)
+
+
+def test_init_starts_from_the_given_weights(tmp_path):
+    from models import get_model
+    from utils.engine import Run
+    torch.manual_seed(7)
+    source = get_model("LRRNet").state_dict()
+    torch.save(source, tmp_path / "release_format.pth")   # a raw state_dict, as the release publishes
+    overrides = cfgs.parse_overrides([str(a) for a in TINY[2:]])
+    cfg = cfgs.build("synthetic", dict(overrides, init=str(tmp_path / "release_format.pth"), target_prior=0.01))
+    run = Run(cfg, tmp_path / "run")
+    got = run.net.state_dict()
+    assert set(got) == set(source)
+    for key, value in source.items():   # every tensor, the target head's bias included (no prior applied over it)
+        assert torch.equal(got[key].cpu(), value), key
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"not a checkpoint", "could not be read"),
+    ({"out_conv.weight": torch.zeros(3)}, "does not fit LRRNet"),
+])
+def test_bad_init_is_refused_before_anything_is_written(tmp_path, capsys, content, message):
+    path, out = tmp_path / "init.pt", tmp_path / "run"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    assert run_main([*TINY, "--init", path, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err
+    assert not out.exists()

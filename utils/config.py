@@ -35,6 +35,7 @@ class TrainConfig:
     model: str = "LRRNet"
     dropout: float = 0.2
     target_prior: float = 0.0       # > 0: start the target head at this probability (bias = logit); 0: PyTorch init
+    init: str = ""                  # start from these weights (a run_configs.py .pt or a release state_dict): fine-tuning
     # optimisation
     epochs: int = 400
     batch_size: int = 8
@@ -106,6 +107,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                          target_prior=0.01,
                          val_every=5,
                          amp="off")),             # bf16 autocast: only 8% faster a step here (bench_train)
+    "nudt_cpu": ("NUDT-SIRST in about two hours on a 2-core CPU: whole 256 x 256 frames, EMA, warm-up + cosine",
+                 dict(dataset="NUDT-SIRST",
+                      crop_size=256,              # NUDT-SIRST frames are 256 x 256: a crop is the whole frame
+                      batch_size=8, steps_per_epoch=30, epochs=28,
+                      lr=5e-4, schedule="cosine", warmup_iters=50, min_lr_ratio=0.02,
+                      grad_clip=1.0, ema_decay=0.995,
+                      loss="weighted", w_softiou=1.0, w_l1=0.2, w_mse=0.1,
+                      target_prior=0.01,
+                      val_every=3,
+                      amp="off")),
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from models import get_model
 from utils import config as config_mod
-from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, rng_state, set_rng_state, unwrap
+from utils.checkpoint import (FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, load_network, rng_state,
+                              set_rng_state, unwrap)
 from utils.config import TrainConfig
 from utils.data import IRSTDDataset, resolve_data_root, write_names
 from utils.files import write_json
@@ -212,6 +213,12 @@ class Run:
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.seed)
+        net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last)
+        if cfg.init and not resume:   # read and fitted before anything is written: a bad file fails here
+            try:
+                net.load_state_dict(load_network(Path(cfg.init))[0].state_dict(), strict=True)
+            except (FileNotFoundError, ValueError, RuntimeError) as err:
+                raise config_mod.ConfigError(f"--init {cfg.init}: {err}") from None
         self.root = data_root(cfg, self.run_dir, self.rank, self.world)
         self.train_set, self.val_set = build_datasets(cfg, self.root)   # bad data fails here, nothing written
         self.steps = cfg.steps_per_epoch or len(self.train_set) // (cfg.batch_size * self.world)
@@ -229,8 +236,10 @@ class Run:
         log.info("data %s (%s): train %d, val %d frames", self.root, self.train_set.layout,
                  len(self.train_set), len(self.val_set))
 
-        net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last).to(self.device)
-        if cfg.target_prior > 0:   # targets are ~1e-4 of the pixels: start near "no target" instead of p = 0.5
+        net = net.to(self.device)
+        if cfg.init and not resume:
+            log.info("initialised from %s", cfg.init)
+        elif cfg.target_prior > 0 and not resume:   # targets are ~1e-4 of the pixels: start near "no target"
             with torch.no_grad():
                 net.out_conv.bias.fill_(math.log(cfg.target_prior / (1 - cfg.target_prior)))
         self.net = net
