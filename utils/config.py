@@ -86,6 +86,18 @@ CHOICES = {
 _RELEASE = dict(epochs=400, batch_size=8, lr=1e-4, schedule="poly", loss="release", seed=1,
                 crop_size=0, flip=False, rot90=False, workers=4)
 
+_SIRSTV1_CPU = dict(dataset="SIRSTv1",
+                    crop_size=256,           # most SIRST v1 frames are 250-450 px: crops see whole-frame clutter
+                    target_prob=0.5,         # half the crops hold a target, half teach the background
+                    batch_size=8, steps_per_epoch=14, epochs=70,
+                    lr=5e-4, schedule="cosine", warmup_iters=50, min_lr_ratio=0.02,
+                    grad_clip=1.0,           # a 5x higher lr than the release: clip the rare large steps
+                    ema_decay=0.995,         # averaging smooths the epoch-to-epoch swings of val IoU
+                    loss="weighted", w_softiou=1.0, w_l1=0.2, w_mse=0.1,  # a real (differentiable) L1
+                    target_prior=0.01,
+                    val_every=4,
+                    amp="off")               # bf16 autocast: only 8% faster a step here (bench_train)
+
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "irstd1k": ("release recipe on IRSTD-1K: frames resized to 512 x 512",
                 dict(_RELEASE, dataset="IRSTD-1k", base_size=512)),
@@ -95,22 +107,19 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                  dict(_RELEASE, dataset="sirst_aug", base_size=256, flip=True, rot90=True)),
     "sirstv1": ("release recipe on SIRST v1 (idx_427): resized to 512 x 512, flips and transposition",
                 dict(_RELEASE, dataset="SIRSTv1", base_size=512, flip=True, rot90=True)),
-    "sirstv1_cpu": ("SIRST v1 in about two hours on a 2-core CPU: 256 crops, EMA, warm-up + cosine",
-                    dict(dataset="SIRSTv1",
-                         crop_size=256,           # most SIRST v1 frames are 250-450 px: crops see whole-frame clutter
-                         target_prob=0.5,         # half the crops hold a target, half teach the background
-                         batch_size=8, steps_per_epoch=14, epochs=90,
-                         lr=5e-4, schedule="cosine", warmup_iters=50, min_lr_ratio=0.02,
-                         grad_clip=1.0,           # a 5x higher lr than the release: clip the rare large steps
-                         ema_decay=0.995,         # averaging smooths the epoch-to-epoch swings of val IoU
-                         loss="weighted", w_softiou=1.0, w_l1=0.2, w_mse=0.1,  # a real (differentiable) L1
-                         target_prior=0.01,
-                         val_every=5,
-                         amp="off")),             # bf16 autocast: only 8% faster a step here (bench_train)
-    "nudt_cpu": ("NUDT-SIRST in 50 minutes on a 2-core CPU, started from SIRST v1 weights (--init): whole frames",
+    "sirstv1_cpu": ("SIRST v1 stage 1, 82 min on a 2-core CPU: 256 crops, EMA, warm-up + cosine", _SIRSTV1_CPU),
+    "sirstv1_ft": ("SIRST v1 stage 2, 36 min on a 2-core CPU: whole frames, from stage 1's best.pt (give it with --init)",
+                   dict(_SIRSTV1_CPU,
+                        crop_size=0, batch_size=1,   # whole frames, one at a time (their sizes differ)
+                        steps_per_epoch=0,           # one pass over the 256 training frames per epoch
+                        epochs=10, lr=1e-4, warmup_iters=20,   # a fifth of stage 1's lr: refine, don't restart
+                        ema_decay=0.998,             # ~500-step average: 256 single-frame steps an epoch
+                        val_every=2)),
+    "nudt_cpu": ("NUDT-SIRST in 50 minutes on a 2-core CPU, from SIRST v1 weights (give them with --init)",
                  dict(dataset="NUDT-SIRST",
                       # from scratch, NUDT's 9-px targets left the head below the prior (p < 0.01 everywhere,
-                      # val IoU 0) for 300 steps; the shipped checkpoint starts from checkpoints/lrrnet_sirst_v1.pt
+                      # val IoU 0) for 300 steps; the shipped checkpoint started from SIRST v1 stage 1
+                      # (git show 010964d:checkpoints/lrrnet_sirst_v1.pt) with --init
                       crop_size=256,              # NUDT-SIRST frames are 256 x 256: a crop is the whole frame
                       batch_size=8, steps_per_epoch=30, epochs=20,
                       lr=5e-4, schedule="cosine", warmup_iters=50, min_lr_ratio=0.02,
