@@ -116,18 +116,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                         ema_decay=0.998,             # ~500-step average: 256 single-frame steps an epoch
                         val_every=2)),
     "nudt_cpu": ("NUDT-SIRST in 50 minutes on a 2-core CPU, from SIRST v1 weights (give them with --init)",
-                 dict(dataset="NUDT-SIRST",
-                      # from scratch, NUDT's 9-px targets left the head below the prior (p < 0.01 everywhere,
-                      # val IoU 0) for 300 steps; the shipped checkpoint started from SIRST v1 stage 1
-                      # (git show 010964d:checkpoints/lrrnet_sirst_v1.pt) with --init
-                      crop_size=256,              # NUDT-SIRST frames are 256 x 256: a crop is the whole frame
-                      batch_size=8, steps_per_epoch=30, epochs=20,
-                      lr=5e-4, schedule="cosine", warmup_iters=50, min_lr_ratio=0.02,
-                      grad_clip=1.0, ema_decay=0.995,
-                      loss="weighted", w_softiou=1.0, w_l1=0.2, w_mse=0.1,
-                      target_prior=0.01,
-                      val_every=3,
-                      amp="off")),
+                 # from scratch, NUDT's 9-px targets left the head below the prior (p < 0.01 everywhere, val IoU 0)
+                 # for 300 steps; the shipped checkpoint started from SIRST v1 stage 1
+                 # (git show 010964d:checkpoints/lrrnet_sirst_v1.pt) with --init
+                 dict(_SIRSTV1_CPU, dataset="NUDT-SIRST",   # crop 256 = the whole 256 x 256 frame
+                      steps_per_epoch=30, epochs=20, val_every=3)),
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute

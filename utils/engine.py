@@ -214,7 +214,8 @@ class Run:
             torch.backends.cudnn.benchmark = True
         seed_everything(cfg.seed)
         net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last)
-        if cfg.init and not resume:   # read and fitted before anything is written: a bad file fails here
+        init = bool(cfg.init) and not resume   # a resumed run takes its weights from last.pt
+        if init:   # read and fitted before anything is written: a bad file fails here
             try:
                 net.load_state_dict(load_network(Path(cfg.init))[0].state_dict(), strict=True)
             except (FileNotFoundError, ValueError, RuntimeError) as err:
@@ -237,7 +238,7 @@ class Run:
                  len(self.train_set), len(self.val_set))
 
         net = net.to(self.device)
-        if cfg.init and not resume:
+        if init:
             log.info("initialised from %s", cfg.init)
         elif cfg.target_prior > 0 and not resume:   # targets are ~1e-4 of the pixels: start near "no target"
             with torch.no_grad():
