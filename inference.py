@@ -50,7 +50,7 @@ import scipy.ndimage
 import torch
 from tqdm import tqdm
 
-from utils.checkpoint import load_network
+from models import load_model
 from utils.files import atomic_write_bytes
 from utils.data import (
     IMAGE_EXTENSIONS,
@@ -500,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run inference from the command line; return 0, 1 when frames were skipped, 2 on an error that stops the run."""
     args = parse_args(argv)
     try:
-        net, meta = load_network(args.checkpoint)
+        net, meta = load_model(args.checkpoint)
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         samples, source, warnings = _samples(args, config)
         device = select_device(args.device)

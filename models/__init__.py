@@ -1,18 +1,12 @@
-"""Model registry: ``get_model("LRRNet", **kwargs)`` builds a network by name."""
+"""LRRNet and its loaders.
+
+    from models import get_model, load_model
+    net = get_model("LRRNet")                        # a new network with the release's hyper-parameters
+    net, meta = load_model("checkpoints/lrrnet_sirst_v1.pt")   # ours, or the authors' raw state_dict
+"""
 from __future__ import annotations
 
-from torch import nn
-
+from .load import MODELS, CheckpointError, get_model, load_checkpoint, load_model
 from .lrrnet import LRRNet, LRRNetConfig
 
-MODELS = {"LRRNet": LRRNet}
-
-
-def get_model(name: str = "LRRNet", **kwargs) -> nn.Module:
-    """Return a new network of the named architecture; keyword arguments override its defaults."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    return MODELS[name](**kwargs)
-
-
-__all__ = ["MODELS", "LRRNet", "LRRNetConfig", "get_model"]
+__all__ = ["MODELS", "CheckpointError", "LRRNet", "LRRNetConfig", "get_model", "load_checkpoint", "load_model"]

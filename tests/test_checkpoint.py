@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from models import get_model
+from models import CheckpointError, get_model
 from tests.conftest import FIXTURES, need
-from utils.checkpoint import atomic_save, export, load_checkpoint, load_network, rng_state, set_rng_state
+from utils.checkpoint import atomic_save, export, load_checkpoint, load_model, rng_state, set_rng_state
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path):
@@ -18,12 +18,14 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
     with pytest.raises(ValueError, match="half.pt"):
         load_checkpoint(bad)
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(CheckpointError, match="nope.pt does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="is a folder; pass a file in it"):
+        load_checkpoint(tmp_path)
 
 
 def test_release_state_dict_loads_as_a_network():
-    net, meta = load_network(need(FIXTURES / "lrrnet_official_format_random_weights.pth"))
+    net, meta = load_model(need(FIXTURES / "lrrnet_official_format_random_weights.pth"))
     assert meta == {"source": "release state_dict"}
     reference = torch.load(FIXTURES / "lrrnet_official_format_random_weights.pth", weights_only=True)
     for key, value in net.state_dict().items():
@@ -33,7 +35,16 @@ def test_release_state_dict_loads_as_a_network():
 def test_a_foreign_state_dict_is_refused_with_the_path(tmp_path):
     atomic_save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt does not fit LRRNet"):
-        load_network(tmp_path / "other.pt")
+        load_model(tmp_path / "other.pt")
+
+
+def test_a_module_prefixed_state_dict_loads(tmp_path):
+    net = get_model("LRRNet")
+    atomic_save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "ddp.pt")
+    loaded, meta = load_model(tmp_path / "ddp.pt")
+    assert "module." in meta["note"]
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
 
 
 def test_rng_state_round_trip():
@@ -53,6 +64,6 @@ def test_export_keeps_weights_and_metadata_only(tmp_path):
     export(tmp_path / "best.pt", tmp_path / "ship.pt")
     slim = load_checkpoint(tmp_path / "ship.pt")
     assert "optimizer" not in slim and slim["epoch"] == 3 and slim["selected_weights"] == "ema"
-    loaded, _ = load_network(tmp_path / "ship.pt")
+    loaded, _ = load_model(tmp_path / "ship.pt")
     for key, value in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)

@@ -12,7 +12,8 @@ import torch
 import inference
 from models import get_model
 from tests.conftest import FIXTURES, need
-from utils.checkpoint import atomic_save, load_network
+from utils.checkpoint import atomic_save
+from models import load_model
 from utils.runtime import Predictor
 from utils.synthetic import make_scene, write_dataset
 
@@ -73,7 +74,7 @@ def test_mat_and_png_agree_within_one_grey_level(run):
 
 def test_maps_match_the_network_run_directly(run, data):
     _, out, root = run
-    net, _ = load_network(data[1])
+    net, _ = load_model(data[1])
     frame = cv2.imread(str(root / "test" / "images" / f"{ODD_NAME}.png"), cv2.IMREAD_UNCHANGED)
     d, t = Predictor(net, torch.device("cpu"))(torch.from_numpy(frame.astype(np.float32) / 255)[None, None])
     mat = scipy.io.loadmat(out / "mat" / f"{ODD_NAME}.mat")
@@ -232,7 +233,7 @@ def test_tiled_network_close_to_whole_frame(data):
     overlap 64, 8 scenes) gave mean 5.5e-4, 99th percentile 2e-4, 99.9th 0.08, max 1.0 at a few
     target-rim pixels; its tiled maps scored IoU 0.75 against 0.64 whole (it was trained on 64 px crops).
     """
-    net, _ = load_network(data[1])
+    net, _ = load_model(data[1])
     predictor = Predictor(net, torch.device("cpu"))
     frame, _ = make_scene(0, 64, 64)
     x = torch.from_numpy(frame.astype(np.float32) / 255)[None, None]

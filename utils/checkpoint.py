@@ -1,7 +1,9 @@
-"""Checkpoints: written atomically, loaded with weights_only=True; the release's raw state_dicts load too."""
+"""Checkpoints: written atomically with RNG states and code revision; slim copies for shipping.
+
+Reading them (ours or the authors' raw state_dicts) is ``models.load_checkpoint`` / ``models.load_model``.
+"""
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 from pathlib import Path
@@ -11,21 +13,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import get_model
+from models import CheckpointError, load_checkpoint, load_model
+from utils import ROOT
+from utils.files import atomic_write
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["CheckpointError", "atomic_save", "code_revision", "export", "load_checkpoint", "load_model", "rng_state",
+           "set_rng_state", "unwrap"]
 FORMAT_VERSION = 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write obj with torch.save to path through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write obj with torch.save to path through PATH.tmp, fsync and a rename (never half-written)."""
+    atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
 
 
 def code_revision() -> str:
@@ -70,37 +69,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Return a checkpoint dict loaded on the CPU with weights_only=True; clear error if the file is bad."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass a .pt written by run_configs.py "
-                                "or a release .pkl state_dict")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a corrupt or foreign file
-        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}); "
-                         "is it a PyTorch file, fully written?") from err
-
-
-def load_network(path: Path) -> tuple[nn.Module, dict]:
-    """Return (network with the checkpoint's weights, metadata) from our checkpoint or a release state_dict."""
-    ckpt = load_checkpoint(path)
-    if "model" in ckpt and isinstance(ckpt["model"], dict):
-        hparams = {k: v for k, v in ckpt.get("model_hparams", {}).items()
-                   if k not in ("attention", "channels_last")}
-        net = get_model(ckpt.get("model_name", "LRRNet"), **hparams)
-        state, meta = ckpt["model"], {k: v for k, v in ckpt.items() if k not in
-                                      ("model", "optimizer", "scheduler", "scaler", "ema", "rng")}
-    else:  # a raw state_dict, as the release publishes
-        net, state, meta = get_model("LRRNet"), ckpt, {"source": "release state_dict"}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} does not fit LRRNet: {err}") from err
-    return net.eval(), meta
 
 
 SHIPPED_KEYS = ("model", "selected_weights", "model_name", "model_hparams", "epoch", "best_metric", "best_epoch",

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from models import get_model
 from utils import config as config_mod
-from utils.checkpoint import (FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, load_network, rng_state,
+from utils.checkpoint import (FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, load_model, rng_state,
                               set_rng_state, unwrap)
 from utils.config import TrainConfig
 from utils.data import IRSTDDataset, resolve_data_root, write_names
@@ -217,7 +217,7 @@ class Run:
         init = bool(cfg.init) and not resume   # a resumed run takes its weights from last.pt
         if init:   # read and fitted before anything is written: a bad file fails here
             try:
-                net.load_state_dict(load_network(Path(cfg.init))[0].state_dict(), strict=True)
+                net.load_state_dict(load_model(Path(cfg.init))[0].state_dict(), strict=True)
             except (FileNotFoundError, ValueError, RuntimeError) as err:
                 raise config_mod.ConfigError(f"--init {cfg.init}: {err}") from None
         self.root = data_root(cfg, self.run_dir, self.rank, self.world)

@@ -1,20 +1,42 @@
-"""Atomic file writes: every file this project writes goes through PATH.tmp and os.replace, never half-written."""
+"""Atomic file writes: the project's files go through PATH.tmp and os.replace, never half-written.
+
+Every output file (maps, pictures, CSV/JSON, checkpoints) is written by one of these helpers.
+The exceptions are append-only logs (train.log, TensorBoard events), which grow line by line
+by design.
+"""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, IO
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write data to path through PATH.tmp and a rename (creating the folder); return the path."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
+    """Call write(file) on PATH.tmp and rename it to path (creating the folder); return the path.
+
+    fsync=True also flushes the data to disk before the rename (checkpoints: a power cut never
+    leaves a renamed but empty file); per-frame outputs skip it, it costs milliseconds a file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write data to path atomically (see atomic_write); return the path."""
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

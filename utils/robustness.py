@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.checkpoint import load_network
+from models import load_model
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root = resolve_data_root(args.data_root)
         dataset = IRSTDDataset(root, args.split, args.layout)
-        net, _ = load_network(args.checkpoint)
+        net, _ = load_model(args.checkpoint)
         device = select_device(args.device)
         predictor = Predictor(net, device, args.dtype)
     except (DataError, ValueError, FileNotFoundError) as error:

@@ -1,0 +1,74 @@
+"""Load a network from a file: a checkpoint written by run_configs.py or the authors' raw state_dict.
+
+Files are read with ``map_location="cpu"`` and ``weights_only=True`` (no code runs on load).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .lrrnet import LRRNet
+
+TRAINING_STATE = ("model", "optimizer", "scheduler", "scaler", "ema", "rng")  # not metadata
+MODELS = {"LRRNet": LRRNet}
+RUNTIME_HPARAMS = ("attention", "channels_last")  # speed choices of this machine, not part of the weights
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the network; the message names the file and fix."""
+
+
+def get_model(name: str = "LRRNet", **kwargs) -> nn.Module:
+    """Return a new network of the named architecture; keyword arguments override its defaults."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Return the dict stored in a checkpoint file, loaded on the CPU with weights_only=True."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; pass a file in it, e.g. {path / 'best.pt'}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass a .pt written by run_configs.py "
+                              "or the authors' .pkl/.pth state_dict")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a corrupt or foreign file; its advice is not ours
+        reason = str(err).split("\n")[0][:200]
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}: {reason}); "
+                              "is it a PyTorch file, fully written?") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(ckpt).__name__}, not a state_dict or checkpoint dict")
+    return ckpt
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Return (network in eval mode on the CPU, metadata) from our checkpoint or the authors' raw state_dict.
+
+    The metadata of our checkpoints holds the resolved training config ("config"), the epoch,
+    the selected weights ("raw" or "ema"), val/test scores and history; for a raw state_dict it
+    is {"source": "release state_dict"}.
+    """
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt.get("model"), dict):
+        hparams = {k: v for k, v in ckpt.get("model_hparams", {}).items() if k not in RUNTIME_HPARAMS}
+        net = get_model(ckpt.get("model_name", "LRRNet"), **hparams)
+        state = ckpt["model"]
+        meta = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
+    else:  # a raw state_dict, as the authors publish
+        net, state, meta = get_model("LRRNet"), ckpt, {"source": "release state_dict"}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from a DataParallel/DDP wrapper
+        meta["note"] = "stripped the 'module.' prefix of a DataParallel/DDP state_dict"
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).split("\n")[0:3]
+        raise CheckpointError(f"checkpoint {path} does not fit LRRNet ({' '.join(s.strip() for s in first)}); "
+                              "pass a checkpoint of this network") from None
+    return net.eval(), meta
