@@ -9,7 +9,7 @@ the transform's small tensor ops share the training process's threads, which is 
 busy 2-core machine (still far above the need).
 
     python benchmarks/bench_data.py                      # synthetic 320 x 400 frames in a temp folder
-    python benchmarks/bench_data.py --data-root ../shared/datasets/SIRST-v1
+    python benchmarks/bench_data.py --data-root SIRSTv1        # a release name (datasets/SIRSTv1) or any path
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""utils.data: layouts, splits, frame/mask reading, every bad input of issue 3, the summary CLI, real data."""
+"""utils.data: layouts, splits, frame/mask reading, bad inputs named with their fix, the summary CLI, real data."""
 
 from __future__ import annotations
 
@@ -12,20 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import DATASETS, ROOT, need
 from utils import data
-from utils.data import DataError, IRSTDDataset, list_split, load_pair, read_frame, read_mask
+from utils.data import DataError, IRSTDDataset, index_split, list_split, load_pair, read_frame, read_mask
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SIRST = SHARED / "datasets" / "SIRST-v1"
-NUDT = SHARED / "datasets" / "NUDT-SIRST"
-
-
-def need(path: Path) -> Path:
-    """Return path, or skip the test with a reason when it is absent."""
-    if not path.exists():
-        pytest.skip(f"{path} is absent: this test needs the project's ../shared/datasets folder")
-    return path
+SIRST = DATASETS / "SIRST-v1"
+NUDT = DATASETS / "NUDT-SIRST"
 
 
 def frame_and_mask(seed: int, height: int = 24, width: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +93,8 @@ def test_folder_layout_splits_and_carved_val(tmp_path):
     others = [tuple(s.name for s in list_split(root, "val", val_seed=seed)[0]) for seed in range(1, 6)]
     assert any(o != tuple(s.name for s in val) for o in others)
     assert len(list_split(root, "val", val_fraction=0.25)[0]) == 5
-    described = data.val_subset(root)
-    assert described["names"] == [s.name for s in val] and described["source"] == "carved from trainval"
-    saved = data.write_names(described["names"], tmp_path / "run" / "val.txt")
-    assert saved.read_text().split() == described["names"]
+    saved = data.write_names([s.name for s in val], tmp_path / "run" / "val_split.txt")  # as a training run saves it
+    assert saved.read_text().split() == [s.name for s in val]
 
 
 def test_folder_layout_train_val_folders(tmp_path):
@@ -126,7 +116,7 @@ def test_sirst_devkit_layout(tmp_path):
     assert counts_320 == {"train": 5, "val": 2, "test": 2, "trainval": 8}
     sample = list_split(root, "test")[0][0]
     assert sample.mask.name == f"{sample.name}_pixels0.png"
-    assert data.val_subset(root)["source"] == "official"
+    assert IRSTDDataset(root, "val").val_official
 
 
 def test_basicirstd_layout_and_named_layout(tmp_path):
@@ -136,6 +126,28 @@ def test_basicirstd_layout_and_named_layout(tmp_path):
     assert counts == {"train": 6, "val": 1, "test": 3, "trainval": 7}
     test_names = {s.name for s in list_split(root, "test")[0]}
     assert not test_names & {s.name for s in list_split(root, "val")[0]}
+
+
+def test_index_split_lists_without_reading_files(tmp_path):
+    root = make_sirst(tmp_path / "sirst")
+    for split in data.SPLITS:
+        assert index_split(root, split) == list_split(root, split)
+    bad = root / "images" / "Misc_10.png"
+    bad.write_bytes(b"not an image at all")
+    (root / "masks" / "Misc_11_pixels0.png").write_bytes(b"")
+    with pytest.raises(DataError, match=str(bad)):
+        list_split(root, "test")
+    samples, warnings = index_split(root, "test")  # unchecked: the caller names and skips the bad frame
+    assert [s.name for s in samples] == ["Misc_9", "Misc_10", "Misc_11"] and warnings == []
+    assert [s.name for s in index_split(root, "test", "sirst", 0.1, 0, "idx_320")[0]] == ["Misc_9", "Misc_10"]
+    folder = make_folder(tmp_path / "ds", n_trainval=20)
+    assert index_split(folder, "val", val_seed=3) == list_split(folder, "val", val_seed=3)
+    (folder / "trainval" / "images" / "trainval_000.tif").write_bytes(b"junk")
+    samples, warnings = index_split(folder, "trainval")
+    assert len(samples) == 20 and len(warnings) == 1 and "trainval_000.png" in warnings[0]
+    with pytest.raises(ValueError, match="trainval"):
+        index_split(folder, "training")
+    assert data._index is not None  # still importable until inference moves to index_split
 
 
 def test_unknown_split_and_layout_name_the_choices(tmp_path):
@@ -294,17 +306,73 @@ def test_sixteen_bit_range_and_percentile(tmp_path, ext):
         read_frame(path, sixteen_bit="auto")
 
 
-def test_three_channel_frames(tmp_path):
+def imread_grey(path: Path) -> np.ndarray:
+    """Return cv2.imread(path, 0) / 255 as float32: the frames the released weights were trained on."""
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / np.float32(255)
+
+
+def smooth_colour(height: int = 31, width: int = 45) -> np.ndarray:
+    """Return a uint8 BGR frame whose three channels differ everywhere (smooth, so a JPEG keeps it colour)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    channels = [(rows * 7 + cols) % 256, (cols * 5 + 40) % 256, (rows * 3 + cols * 2 + 90) % 256]
+    return np.dstack(channels).astype(np.uint8)
+
+
+def test_three_channel_grey_frames(tmp_path):
     grey = np.random.default_rng(1).integers(0, 256, (31, 45), dtype=np.uint8)
-    stored_grey = read_frame(write(tmp_path / "g3.png", np.dstack([grey] * 3)))
-    assert np.array_equal(stored_grey, grey.astype(np.float32) / 255)  # 3-channel grey: the channel exactly
-    colour = np.random.default_rng(2).integers(0, 256, (31, 45, 3), dtype=np.uint8)
-    luma = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32) / 255
-    assert np.array_equal(read_frame(write(tmp_path / "c3.png", colour)), luma)
-    bgra = np.dstack([colour, np.full((31, 45), 255, np.uint8)])
-    assert np.array_equal(read_frame(write(tmp_path / "c4.png", bgra)), luma)
+    path = write(tmp_path / "g3.png", np.dstack([grey] * 3))
+    assert np.array_equal(read_frame(path), grey.astype(np.float32) / 255)  # 3-channel grey: the channel exactly
+    assert np.array_equal(read_frame(path), imread_grey(path))
     grey16 = grey.astype(np.uint16) * 257
     assert np.array_equal(read_frame(write(tmp_path / "g16.png", np.dstack([grey16] * 3))), grey16 / np.float32(65535))
+
+
+@pytest.mark.parametrize("name", ["c3.png", "c4.png", "c3.jpg", "c3.bmp", "c3.tif", "cölour ünïcode.png"])
+def test_colour_eight_bit_frames_decode_as_imread_grayscale(tmp_path, name):
+    colour = np.random.default_rng(2).integers(0, 256, (31, 45, 3), dtype=np.uint8)
+    if name.endswith(".jpg"):
+        colour = smooth_colour()
+    if name.startswith("c4"):
+        colour = np.dstack([colour, np.full((31, 45), 200, np.uint8)])  # BGRA: alpha ignored
+    if "ü" in name:  # cv2.imwrite cannot write a non-ASCII path: write, then rename
+        path = write(tmp_path / "plain.png", colour).rename(tmp_path / name)
+    else:
+        path = write(tmp_path / name, colour)
+    stored = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert stored.ndim == 3 and not np.array_equal(stored[..., 0], stored[..., 1])  # really colour on disk
+    frame = read_frame(path)
+    if "ü" not in name:
+        assert np.array_equal(frame, imread_grey(path))
+    expected = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_GRAYSCALE).astype(np.float32) / np.float32(255)
+    assert frame.dtype == np.float32 and np.array_equal(frame, expected)
+
+
+def test_colour_sixteen_bit_frames_use_bt601(tmp_path):
+    colour = np.random.default_rng(3).integers(0, 65536, (31, 45, 3), dtype=np.uint16)
+    path = write(tmp_path / "c16.png", colour)
+    expected = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32) / np.float32(65535)
+    assert np.array_equal(read_frame(path), expected)  # IMREAD_GRAYSCALE would cut it to 8 bits
+
+
+def test_frame_to_unit_scales_arrays_as_read_frame(tmp_path):
+    grey = np.random.default_rng(4).integers(0, 256, (9, 13), dtype=np.uint8)
+    assert np.array_equal(data.frame_to_unit(grey), read_frame(write(tmp_path / "g.png", grey)))
+    grey16 = grey.astype(np.uint16) * 200
+    assert np.array_equal(data.frame_to_unit(grey16, "x", "percentile"), read_frame(write(tmp_path / "g16.png", grey16),
+                                                                                      sixteen_bit="percentile"))
+    colour = np.random.default_rng(5).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    luma = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(np.float32) / np.float32(255)
+    assert np.array_equal(data.frame_to_unit(colour), luma)  # no file bytes: BT.601
+    with pytest.raises(DataError, match="my frame"):
+        data.frame_to_unit(np.full((4, 4), 3.0, np.float32), "my frame")
+
+
+def test_sirst_v1_colour_frame_matches_imread_grayscale():
+    path = need(SIRST / "images" / "Misc_295.png")  # a colour frame where BT.601 cvtColor differs from imread
+    frame = read_frame(path)
+    assert np.array_equal(frame, imread_grey(path))
+    sample = data.Sample("Misc_295", path, SIRST / "masks" / "Misc_295_pixels0.png")
+    assert np.array_equal(load_pair(sample)[0], imread_grey(path))
 
 
 @pytest.mark.parametrize("ext", [".bmp", ".tiff", ".jpg", ".png"])
@@ -363,11 +431,18 @@ def test_size_batches_group_by_size(tmp_path):
             write(root / split / "images" / f"{i}.png", np.full((h, w), i, np.uint8))
             write(root / split / "masks" / f"{i}.png", np.zeros((h, w), np.uint8))
     dataset = IRSTDDataset(root, "test")
-    batches = data.size_batches(dataset, 2)
+    assert dataset.sizes == sizes
+    batches = data.size_batches(dataset.sizes, 2)
+    assert batches == [[0, 2], [3], [1, 4], [5]]  # first appearance of each size, indices ascending
     assert sorted(i for b in batches for i in b) == list(range(6)) and max(map(len, batches)) == 2
     assert all(len({sizes[i] for i in batch}) == 1 for batch in batches)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches)
     assert sum(batch["image"].shape[0] for batch in loader) == 6
+    assert data.size_batches([], 4) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        data.size_batches(sizes, 0)
+    with pytest.raises(TypeError, match="dataset.sizes"):
+        data.size_batches(dataset, 2)
 
 
 def test_cli_summary_json_and_errors(tmp_path, capsys):
@@ -380,9 +455,13 @@ def test_cli_summary_json_and_errors(tmp_path, capsys):
     assert data.main(["--data-root", str(root)]) == 0
     assert "layout: folder" in capsys.readouterr().out
     (root / "test" / "masks" / "test_001.png").unlink()
-    assert data.main(["--data-root", str(root)]) != 0
+    assert data.main(["--data-root", str(root), "--log-level", "warning"]) == 2
     err = capsys.readouterr().err
-    assert "test_001.png" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "test_001.png" in err and "Traceback" not in err
+    sirst = make_sirst(tmp_path / "sirst")
+    assert data.main(["--data-root", str(sirst), "--index", "idx_320", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["index"] == "idx_320" and summary["splits"]["test"] == 2
 
 
 def test_cli_module_exit_code(tmp_path):
@@ -393,10 +472,11 @@ def test_cli_module_exit_code(tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode != 0 and str(tmp_path / "absent") in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and str(tmp_path / "absent") in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
-# ----------------------------------------------------------------------------- real data (../shared)
+# ----------------------------------------------------------------------------- real data (skipped when absent)
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,7 @@ def evaluate_noise(predictor: Predictor, dataset: IRSTDDataset, sigmas: Sequence
     """Return {sigma: Evaluator over every frame of the dataset at that noise level}; sigma 0 is the clean set."""
     levels = sorted(set(float(s) for s in sigmas) | {0.0})
     evaluators = {sigma: Evaluator(THRESHOLD) for sigma in levels}
-    batches = size_batches(dataset, batch_size)
+    batches = size_batches(dataset.sizes, batch_size)
     bar = tqdm(total=len(dataset) * len(levels), desc="robustness", unit="frame",
                disable=None if progress else True, file=sys.stderr)
     for batch in batches:
