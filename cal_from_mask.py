@@ -1,256 +1,31 @@
 """Score saved probability maps against a split's masks: IoU, nIoU, P/R/F1, Pd, Fa, ROC and AUC.
 
     python cal_from_mask.py --pred results/NUDT-SIRST --data-root NUDT-SIRST --split test
+    python cal_from_mask.py --pred results/X --data-root DIR --split test --protocol release   # comparison only
 
-Predictions are read per frame from PRED/mat/STEM.mat (variable 'T', a float probability
-map, as inference.py writes it), else PRED/STEM.mat, else PRED/img/STEM.png, else
-PRED/STEM.png (8-bit probability x 255, read back as /255); ``--source`` forces one kind.
-Every frame is scored at its own size with utils.metrics (../shared/docs/LRRNET.md
-section 5). A mask whose size differs from its prediction is handled as utils.data
-handles a mask that differs from its frame: same aspect ratio -> nearest-neighbour resize
-and a warning naming the file, otherwise an error.
-
-``--protocol release`` reproduces the LRRNet release's scoring for comparison with
-published numbers only: prediction (bilinear) and mask (nearest) resized to 512 x 512,
-detection = pred / max(pred) > 0.5 per frame (so every frame's brightest pixel is a
-detection), and the widely copied Pd/Fa that finds false alarms by comparing component
-areas (utils.metrics.ReleasePdFa, which undercounts them). Its ROC is this project's ROC
-of the normalised 512 x 512 maps.
-
-Writes OUT/metrics.json (or --json FILE) and OUT/roc.png (OUT = --out, default PRED);
-exits 2 with a message naming the files and the fix when predictions are missing (list),
-unreadable, logits instead of probabilities, or of another aspect ratio than their mask.
+Reads PRED/mat/STEM.mat ('T') or PRED/img/STEM.png for every frame of the split (``--source``
+forces one kind) and scores each at its own size, p > 0.5 (definitions: docs/metrics.md; the
+library is utils/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/roc.png
+(OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
+predictions are missing (listed), unreadable, logits instead of probabilities, or of another
+aspect ratio than their mask.
 """
-
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import cv2
-import numpy as np
-import scipy.io
-from tqdm import tqdm
+from utils.cli import BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
+from utils.data import LAYOUTS, SPLITS, DataError
+from utils.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, import_matplotlib, score_folder, \
+    write_report
 
-from utils.data import LAYOUTS, SPLITS, DataError, Sample, fit_mask, list_split, read_mask, resolve_data_root
-from utils.files import write_json
-from utils.metrics import THRESHOLD, Evaluator, check_probabilities
-
-PROTOCOLS = ("ours", "release")
-SOURCES = ("auto", "mat", "png")
-RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (LRRNET.md section 5)
-MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
-EXIT_ERROR = 2
-PREFETCH_PER_WORKER = 4  # frames read ahead per reading thread (bounds memory)
-
-
-class ScoringError(ValueError):
-    """A problem with the predictions; the message names the file and the fix."""
-
-
-# ----------------------------------------------------------------------------- predictions
-
-
-def index_predictions(pred_dir: Path, source: str = "auto") -> dict[str, Path]:
-    """Return {stem: prediction file}: mat/STEM.mat, STEM.mat, img/STEM.png, STEM.png in that preference."""
-    if not pred_dir.is_dir():
-        raise ScoringError(f"prediction folder {pred_dir} does not exist: pass the --out folder of inference.py")
-    places = []
-    if source in ("auto", "mat"):
-        places += [(pred_dir / "mat", ".mat"), (pred_dir, ".mat")]
-    if source in ("auto", "png"):
-        places += [(pred_dir / "img", ".png"), (pred_dir, ".png")]
-    found: dict[str, Path] = {}
-    for folder, suffix in places:
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.lower().endswith(suffix) and not name.startswith(".") and entry.is_file():
-                    found.setdefault(name[: -len(suffix)], Path(entry.path))
-    return found
-
-
-def read_prediction(path: Path) -> np.ndarray:
-    """Return the probability map H x W (float32, or float64 as stored in a .mat); 8-bit PNGs are / 255."""
-    if path.suffix.lower() == ".mat":
-        try:
-            content = scipy.io.loadmat(path, variable_names=("T",))
-        except (OSError, ValueError, TypeError) as error:
-            raise ScoringError(f"prediction {path} cannot be read as a .mat file ({error}): export it again") from None
-        if "T" not in content:
-            keys = sorted(k for k in content if not k.startswith("__"))
-            raise ScoringError(f"prediction {path} holds no variable 'T' (it has {keys}): export it with inference.py, "
-                               "which saves the probability map as 'T'")
-        prob = np.ascontiguousarray(np.squeeze(content["T"]))  # MATLAB files are column-major
-        if prob.ndim != 2 or not np.issubdtype(prob.dtype, np.floating):
-            raise ScoringError(f"prediction {path}: 'T' is {prob.dtype} of shape {content['T'].shape}; "
-                               "expected one H x W float probability map")
-        return prob
-    try:
-        data = np.fromfile(path, np.uint8)  # imdecode, unlike imread, reads non-ASCII paths
-    except OSError as error:
-        raise ScoringError(f"prediction {path} cannot be read ({error.strerror}): check the file") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ScoringError(f"prediction {path} is not a readable image (empty or corrupt): export it again")
-    if image.ndim == 3:
-        if not all(np.array_equal(image[..., 0], image[..., c]) for c in range(1, min(image.shape[2], 3))):
-            raise ScoringError(f"prediction {path} is a colour image: save the probability map as 8-bit grey (x 255)")
-        image = image[..., 0]
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / np.float32(65535.0)
-    raise ScoringError(f"prediction {path} has pixel type {image.dtype}: save it as 8-bit grey (probability x 255)")
-
-
-def _fit_to_prediction(mask: np.ndarray, pred_hw: tuple[int, int], sample: Sample, pred_path: Path) -> tuple[np.ndarray, list[str]]:
-    """Return (mask {0,1} at the prediction's size, warnings): fitted exactly as utils.data fits a mask to its frame.
-
-    Same aspect ratio -> nearest-neighbour resize and a warning; otherwise DataError. The
-    prediction stands in for the frame (inference.py writes maps at the frame's size), so
-    the messages name the prediction file as the image.
-    """
-    return fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
-
-
-def release_inputs(prob: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (pred / max(pred) at 512 x 512 in [0, 1], mask {0,1} at 512 x 512): the release's preprocessing."""
-    size = (RELEASE_SIZE, RELEASE_SIZE)
-    prob = cv2.resize(prob.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    top = float(prob.max())
-    # The release divides by the max whatever it is; an all-zero map gives NaN there, which detects
-    # nothing, exactly as the zeros kept here do.
-    prob = np.clip(prob / np.float32(top), 0.0, 1.0) if top > 0 else np.zeros_like(prob)
-    return prob, mask
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def _load(sample: Sample, pred_path: Path, protocol: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Return (probabilities, mask {0,1}, warnings) of one frame, ready for Evaluator.update."""
-    prob = read_prediction(pred_path)
-    mask = read_mask(sample.mask)
-    if protocol == "release":
-        try:  # refuse logits before pred / max would hide them
-            check_probabilities(prob, str(pred_path))
-        except ValueError as error:
-            raise ScoringError(str(error)) from None
-        prob, mask = release_inputs(prob, mask)
-        return prob, mask, []
-    mask, notes = _fit_to_prediction(mask, prob.shape, sample, pred_path)
-    return prob, mask, notes
-
-
-def _prefetch(jobs: Sequence[tuple[Sample, Path]], protocol: str, workers: int) -> Iterator[tuple]:
-    """Yield (sample, pred_path, (prob, mask, warnings)) in order, reading up to workers x PREFETCH_PER_WORKER ahead."""
-    if workers <= 0:
-        for sample, path in jobs:
-            yield sample, path, _load(sample, path, protocol)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        todo = iter(jobs)
-        for sample, path in todo:
-            pending.append((sample, path, pool.submit(_load, sample, path, protocol)))
-            if len(pending) >= workers * PREFETCH_PER_WORKER:
-                break
-        while pending:
-            sample, path, future = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((*nxt, pool.submit(_load, *nxt, protocol)))
-            yield sample, path, future.result()
-
-
-def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: int = 2,
-          progress: bool = True) -> tuple[Evaluator, list[str]]:
-    """Return (the Evaluator over all frames, warnings) for (sample, prediction file) pairs."""
-    evaluator = Evaluator(THRESHOLD, release_matching=(protocol == "release"))
-    warnings: list[str] = []
-    bar = tqdm(total=len(jobs), desc="scoring", unit="frame", disable=None if progress else True, file=sys.stderr)
-    for _, path, (prob, mask, notes) in _prefetch(jobs, protocol, workers):
-        warnings += notes
-        try:
-            evaluator.update(prob, mask, name=str(path))
-        except ValueError as error:  # logits, NaN, bad shape: the message names the file
-            raise ScoringError(str(error)) from None
-        bar.update()
-    bar.close()
-    return evaluator, warnings
-
-
-# ----------------------------------------------------------------------------- reports
-
-
-def format_table(metrics: dict) -> str:
-    """Return the metrics as a text table (fractions in %, Fa as a fraction and x 1e-6)."""
-    rows = [("IoU (pooled)", f"{100 * metrics['iou']:.2f} %"), ("nIoU (per image)", f"{100 * metrics['niou']:.2f} %"),
-            ("precision", f"{100 * metrics['precision']:.2f} %"), ("recall", f"{100 * metrics['recall']:.2f} %"),
-            ("F1", f"{100 * metrics['f1']:.2f} %"), ("Pd", f"{100 * metrics['pd']:.2f} %"),
-            ("Fa", f"{metrics['fa']:.3e} = {metrics['fa'] * 1e6:.2f} x1e-6"), ("AUC", f"{metrics['auc']:.4f}"),
-            ("images", str(metrics["n_images"])), ("targets", str(metrics["n_targets"]))]
-    width = max(len(name) for name, _ in rows)
-    title = (f"protocol {metrics['protocol']}: p > {metrics['threshold']} at each frame's own size"
-             if metrics["protocol"] == "ours" else
-             f"protocol release (comparison only): pred / max(pred) > {metrics['threshold']} at "
-             f"{RELEASE_SIZE} x {RELEASE_SIZE}, Fa by area matching")
-    return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
-
-
-def _import_matplotlib() -> None:
-    """Import the Agg canvas and Figure (about 0.4 s of CPU), so the import can overlap the scoring."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
-def plot_roc(path: Path, roc: dict, metrics: dict, title: str) -> None:
-    """Write the ROC (Pd against false-alarm rate, log x) as a PNG, atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no display; imported only here
-    from matplotlib.figure import Figure
-
-    fa, pd, thresholds = np.asarray(roc["fa"]), np.asarray(roc["pd"]), np.asarray(roc["thresholds"])
-    figure = Figure(figsize=(5, 4), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    shown = fa > 0  # zero false-alarm rates have no place on a log axis
-    axes.plot(fa[shown], pd[shown], "-", color="tab:blue", label=f"AUC {metrics['auc']:.4f}")
-    at = int(np.argmin(np.abs(thresholds - THRESHOLD)))
-    if fa[at] > 0:
-        axes.plot(fa[at], pd[at], "o", color="tab:red", label=f"t = {thresholds[at]:g}")
-    axes.set_xscale("log")
-    axes.set_xlabel("false-alarm rate (background pixels with p >= t)")
-    axes.set_ylabel("Pd (targets with any pixel p >= t)")
-    axes.set_ylim(0, 1.02)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
-    axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
-def _listing(names: Sequence[str]) -> str:
-    """Return the names one per line, cut after MAX_LISTED."""
-    shown = "\n  ".join(names[:MAX_LISTED])
-    more = f"\n  ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
-    return f"  {shown}{more}"
-
-
-# ----------------------------------------------------------------------------- command line
+log = logging.getLogger("cal_from_mask")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -261,72 +36,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", required=True, help="dataset folder, or a release name read from ./datasets/")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split whose masks are scored (default test)")
     parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: detected)")
+    parser.add_argument("--val-fraction", type=finite_float, default=0.1,
+                        help="val carved from trainval where a layout has none: the training run's val_fraction")
+    parser.add_argument("--val-seed", type=int, default=0, help="... and its val_seed (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and roc.png (default: --pred)")
     parser.add_argument("--json", type=Path, default=None, help="metrics file (default: OUT/metrics.json)")
     parser.add_argument("--protocol", default="ours", choices=PROTOCOLS,
-                        help="ours (LRRNET.md section 5, default) or release (the authors' scoring; comparison only)")
+                        help="ours (docs/metrics.md, default) or release (the authors' scoring; comparison only)")
     parser.add_argument("--source", default="auto", choices=SOURCES, help="read .mat, .png, or .mat where present (auto)")
-    parser.add_argument("--allow-missing", action="store_true", help="score the frames that have a prediction")
-    parser.add_argument("--workers", type=int, default=2, help="threads reading files ahead of scoring (0: none)")
+    parser.add_argument("--allow-missing", action=BoolFlag, help="score the frames that have a prediction")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="threads reading files ahead of scoring (0: none)")
+    parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
+    add_log_level(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Score a prediction folder; print the table, write metrics.json and roc.png; return 0, or 2 on an error."""
     args = parse_args(argv)
-    out = args.out if args.out is not None else args.pred
-    json_path = args.json if args.json is not None else out / "metrics.json"
+    setup_logging(args.log_level)
     start = time.perf_counter()
     # matplotlib takes about as long to import as the NUDT-SIRST test split takes to score: import it in a
     # thread meanwhile (plot_roc's own import then finds it done, or waits for it under the import lock).
-    threading.Thread(target=_import_matplotlib, daemon=True).start()
+    threading.Thread(target=import_matplotlib, daemon=True).start()
     try:
-        root = resolve_data_root(args.data_root)
-        samples, warnings = list_split(root, args.split, args.layout, decode=False)
-        no_mask = [s.name for s in samples if s.mask is None]
-        if no_mask:
-            raise ScoringError(f"{len(no_mask)} frame(s) of split {args.split} in {root} have no mask:\n{_listing(no_mask)}")
-        found = index_predictions(args.pred, args.source)
-        missing = [s.name for s in samples if s.name not in found]
-        if missing and not args.allow_missing:
-            where = {"auto": "mat/STEM.mat, STEM.mat, img/STEM.png or STEM.png",
-                     "mat": "mat/STEM.mat or STEM.mat", "png": "img/STEM.png or STEM.png"}[args.source]
-            raise ScoringError(
-                f"{len(missing)} of {len(samples)} frame(s) of split {args.split} have no prediction in {args.pred} "
-                f"(looked for {where}):\n{_listing(missing)}\n"
-                "run inference.py on this split into that folder, or pass --allow-missing to score the rest")
-        jobs = [(s, found[s.name]) for s in samples if s.name in found]
-        if not jobs:
-            raise ScoringError(f"no prediction in {args.pred} matches a frame of split {args.split}: nothing to score")
-        evaluator, notes = score(jobs, args.protocol, args.workers)
+        scored = score_folder(args.pred, args.data_root, args.split, args.layout, val_fraction=args.val_fraction,
+                              val_seed=args.val_seed, protocol=args.protocol, source=args.source,
+                              allow_missing=args.allow_missing, workers=args.workers, progress=not args.quiet)
     except (DataError, ScoringError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    warnings += notes
-    if missing:
-        warnings.append(f"{len(missing)} frame(s) without a prediction were not scored (--allow-missing): "
-                        + ", ".join(missing[:MAX_LISTED]) + (" ..." if len(missing) > MAX_LISTED else ""))
-    for note in warnings:
-        print(f"warning: {note}", file=sys.stderr)
-
-    metrics = {"protocol": args.protocol, "threshold": THRESHOLD, **evaluator.compute()}
-    roc = evaluator.roc()
-    sources = {"mat": sum(p.suffix.lower() == ".mat" for _, p in jobs)}
-    sources["png"] = len(jobs) - sources["mat"]
-    report = {**metrics, "fa_x1e6": metrics["fa"] * 1e6,
-              "pred_dir": str(args.pred), "data_root": str(root), "split": args.split, "sources": sources,
-              "missing": missing, "warnings": warnings,
-              "roc": {key: np.asarray(value).tolist() for key, value in roc.items()}}
-    if args.protocol == "release":
-        report["note"] = ("release protocol, for comparison with published numbers only: 512 x 512 resize, "
-                          "pred/max > 0.5 per frame, Fa by area matching (undercounts false alarms)")
-    write_json(json_path, report)
-    title = f"{args.pred.name or args.pred} on {root.name}/{args.split} ({args.protocol})"
-    plot_roc(out / "roc.png", roc, metrics, title)
-    elapsed = time.perf_counter() - start
-    print(format_table(metrics))
-    print(f"scored {len(jobs)} frames ({sources['mat']} .mat, {sources['png']} .png) in {elapsed:.2f} s; "
-          f"wrote {json_path} and {out / 'roc.png'}")
+        return fail(str(error))
+    for note in scored.warnings:
+        log.warning(note)
+    out = args.out if args.out is not None else args.pred
+    try:
+        json_path = write_report(scored, args.pred, args.split, out, args.json)
+    except OSError as error:
+        return fail(f"cannot write the report to {out} ({error.strerror or error}): pass a writable --out")
+    print(format_table(scored.metrics))
+    n_mat = sum(p.suffix.lower() == ".mat" for _, p in scored.jobs)
+    print(f"scored {len(scored.jobs)} frames ({n_mat} .mat, {len(scored.jobs) - n_mat} .png) in "
+          f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {out / 'roc.png'}")
     return 0
 
 

@@ -14,3 +14,16 @@ def need(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: this test needs the project's ../shared folder")
     return path
+
+
+def random_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Write a checkpoint of a random-weight LRRNet (seeded) in run_configs.py's format to path; return path."""
+    import torch
+
+    from models import get_model
+    from utils.checkpoint import atomic_save
+
+    torch.manual_seed(seed)
+    net = get_model("LRRNet")
+    atomic_save({"model": net.state_dict(), "model_name": "LRRNet", "model_hparams": net.hparams()}, path)
+    return path

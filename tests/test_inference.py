@@ -1,4 +1,4 @@
-"""inference.py on small synthetic data with a random-weight network: files, sizes, errors, tiles, detections."""
+"""inference.py on small synthetic data with a random-weight network: files, sizes, errors, the tiled path."""
 import csv
 import json
 import shutil
@@ -10,10 +10,11 @@ import scipy.io
 import torch
 
 import inference
-from models import get_model
-from tests.conftest import FIXTURES, need
-from utils.checkpoint import atomic_save
 from models import load_model
+from tests.conftest import FIXTURES, need, random_checkpoint
+from utils.cli import EXIT_ERROR, EXIT_PARTIAL
+from utils.outputs import OVERLAY_GAP_PX
+from utils.predict import DETECTION_FIELDS, detect_targets
 from utils.runtime import Predictor
 from utils.synthetic import make_scene, write_dataset
 
@@ -28,11 +29,7 @@ def data(tmp_path_factory):
     frame, mask = make_scene(7, *ODD_HW)
     cv2.imwrite(str(root / "test" / "images" / f"{ODD_NAME}.png"), frame)
     cv2.imwrite(str(root / "test" / "masks" / f"{ODD_NAME}.png"), mask * 255)
-    torch.manual_seed(0)
-    net = get_model("LRRNet")
-    ckpt = tmp / "random.pt"
-    atomic_save({"model": net.state_dict(), "model_name": "LRRNet", "model_hparams": net.hparams()}, ckpt)
-    return root, ckpt
+    return root, random_checkpoint(tmp / "random.pt")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def test_outputs_for_every_frame_at_native_size(run):
         assert 0.0 <= mat["T"].min() and mat["T"].max() <= 1.0
         assert cv2.imread(str(out / "img" / f"{name}.png"), cv2.IMREAD_UNCHANGED).shape == frame.shape
         h, w = frame.shape
-        assert cv2.imread(str(out / "overlay" / f"{name}.png")).shape == (h, 2 * w + inference.OVERLAY_GAP_PX, 3)
+        assert cv2.imread(str(out / "overlay" / f"{name}.png")).shape == (h, 2 * w + OVERLAY_GAP_PX, 3)
     assert not list(out.rglob("*.tmp"))
 
 
@@ -86,49 +83,16 @@ def test_detections_files_match_the_maps(run):
     _, out, root = run
     with open(out / "detections.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == inference.CSV_FIELDS
+    assert tuple(rows[0]) == ("frame", *DETECTION_FIELDS)
     report = json.loads((out / "detections.json").read_text())
     assert [f["frame"] for f in report["frames"]] == frame_names(root) and report["errors"] == []
     for entry in report["frames"]:
         prob = scipy.io.loadmat(out / "mat" / f"{entry['frame']}.mat")["T"]
-        expected = inference.detect_targets(prob)
+        expected = detect_targets(prob)
         assert entry["targets"] == expected and entry["size_hw"] == list(prob.shape)
         mine = [r for r in rows if r["frame"] == entry["frame"]]
         assert [int(r["area_px"]) for r in mine] == [e["area_px"] for e in expected]
         assert [float(r["x"]) for r in mine] == pytest.approx([e["x"] for e in expected], abs=1e-3)
-
-
-def test_detect_targets_known_components():
-    prob = np.zeros((12, 16), np.float32)
-    prob[2:4, 10:13] = [[0.6, 0.9, 0.7], [0.8, 0.6, 0.6]]  # 2 x 3 block, first in raster order
-    prob[5, 1], prob[6, 2], prob[7, 3] = 0.9, 0.7, 0.8  # a diagonal: one 8-connected target
-    prob[9:12, 14:16] = 0.55  # touches the border
-    prob[0, 0] = 0.5  # exactly 0.5 is not a detection (p > 0.5)
-    rows = inference.detect_targets(prob)
-    assert [r["target"] for r in rows] == [1, 2, 3]
-    block, diagonal, corner = rows
-    assert (block["x"], block["y"]) == pytest.approx((11.0, 2.5))
-    assert (block["bbox_x"], block["bbox_y"], block["bbox_w"], block["bbox_h"], block["area_px"]) == (10, 2, 3, 2, 6)
-    assert block["peak_prob"] == pytest.approx(0.9) and block["mean_prob"] == pytest.approx(4.2 / 6)
-    assert (diagonal["x"], diagonal["y"]) == pytest.approx((2.0, 6.0))
-    assert (diagonal["bbox_x"], diagonal["bbox_y"], diagonal["bbox_w"], diagonal["bbox_h"]) == (1, 5, 3, 3)
-    assert diagonal["area_px"] == 3 and diagonal["mean_prob"] == pytest.approx(0.8)
-    assert (corner["x"], corner["y"], corner["area_px"]) == pytest.approx((14.5, 10.0, 6))
-    assert inference.detect_targets(np.zeros((5, 5), np.float32)) == []
-
-
-def test_overlay_colours():
-    frame = np.full((20, 20), 0.5, np.float32)
-    mask = np.zeros((20, 20), np.uint8)
-    mask[3:6, 3:6] = 1  # missed target: green only
-    prob = np.zeros((20, 20), np.float32)
-    prob[12:15, 12:15] = 0.9  # false alarm: red only
-    picture = inference.overlay_image(frame, mask, prob, np.zeros_like(frame))
-    assert tuple(picture[3, 3]) == inference.GT_BGR and tuple(picture[4, 4]) == (128, 128, 128)
-    assert tuple(picture[12, 12]) == inference.DET_BGR
-    both = inference.overlay_image(frame, mask, mask.astype(np.float32), np.ones_like(frame))
-    assert tuple(both[3, 3]) == inference.BOTH_BGR
-    assert (both[:, 20 + inference.OVERLAY_GAP_PX:] == 255).all()  # D = 1 everywhere -> white
 
 
 def test_release_state_dict_accepted(data, tmp_path):
@@ -170,7 +134,7 @@ def test_corrupt_frame_named_skipped_and_exit_code(data, tmp_path, capsys):
     bad.write_bytes(b"garbage, not a PNG at all")
     out = tmp_path / "out"
     code = inference.main(["--checkpoint", str(ckpt), "--data-root", str(copy), "--out", str(out), "--quiet"])
-    assert code == inference.EXIT_SKIPPED
+    assert code == EXIT_PARTIAL
     assert str(bad) in capsys.readouterr().err
     written = sorted(p.stem for p in (out / "mat").iterdir())
     assert written == [n for n in frame_names(root) if n != "100001"]
@@ -183,7 +147,7 @@ def test_bad_checkpoint_exits_2(data, tmp_path, capsys):
     root, _ = data
     code = inference.main(["--checkpoint", str(tmp_path / "absent.pt"), "--data-root", str(root), "--out",
                            str(tmp_path)])
-    assert code == inference.EXIT_ERROR and "absent.pt" in capsys.readouterr().err
+    assert code == EXIT_ERROR and "absent.pt" in capsys.readouterr().err
 
 
 def test_dataset_name_reads_datasets_and_writes_results(data, tmp_path, monkeypatch):
@@ -198,54 +162,6 @@ def test_dataset_name_reads_datasets_and_writes_results(data, tmp_path, monkeypa
     assert json.loads((out / "metrics.json").read_text())["n_images"] == len(frame_names(root))
 
 
-# ----------------------------------------------------------------------------- tiles
-
-
-def pointwise(x):
-    """A stand-in network whose outputs at a pixel depend on that pixel only: tiling must not change them."""
-    return 2 * x - 0.3, 8 * (x - 0.5)
-
-
-@pytest.mark.parametrize("hw, tile, overlap", [((64, 64), 32, 16), ((45, 70), 16, 8), ((37, 29), 24, 0),
-                                               ((20, 20), 32, 8)])
-def test_tile_blending_is_exact_for_a_pointwise_network(hw, tile, overlap):
-    x = torch.rand(1, 1, *hw, generator=torch.Generator().manual_seed(1))
-    d, t = inference.predict_tiled(pointwise, x, tile, overlap, batch_size=3)
-    ref_d, ref_t = pointwise(x[0, 0])
-    torch.testing.assert_close(d, ref_d, atol=1e-6, rtol=0)
-    torch.testing.assert_close(t, ref_t, atol=1e-6, rtol=0)
-
-
-def test_tile_layout_covers_the_frame():
-    assert inference.tile_starts(64, 32, 16) == [0, 16, 32]
-    assert inference.tile_starts(70, 32, 8) == [0, 24, 38]  # the last tile flush with the end
-    assert inference.tile_starts(20, 32, 8) == [0]
-    w = inference.ramp(32, 8, rise=True, fall=False)
-    assert w[0] == pytest.approx(0.5 / 8) and (w[8:] == 1).all() and (np.diff(w[:9]) > 0).all()
-
-
-def test_tiled_network_close_to_whole_frame(data):
-    """Tiles normalise (GroupNorm) and attend over themselves only, so tiled maps are close, not equal.
-
-    Measured with this random-weight network on this 64 x 64 scene, tile 32, overlap 16:
-    max |p_tiled - p_whole| 0.31, 99th percentile 0.21, mean 0.056. A random network puts p near
-    0.5 everywhere; a trained one (synthetic scenes, IoU 0.59, 256 x 256 frames, tile 128,
-    overlap 64, 8 scenes) gave mean 5.5e-4, 99th percentile 2e-4, 99.9th 0.08, max 1.0 at a few
-    target-rim pixels; its tiled maps scored IoU 0.75 against 0.64 whole (it was trained on 64 px crops).
-    """
-    net, _ = load_model(data[1])
-    predictor = Predictor(net, torch.device("cpu"))
-    frame, _ = make_scene(0, 64, 64)
-    x = torch.from_numpy(frame.astype(np.float32) / 255)[None, None]
-    _, t = predictor(x)
-    whole = torch.sigmoid(t[0, 0])
-    _, t_tiled = inference.predict_tiled(predictor, x, 32, 16, batch_size=4)
-    diff = (torch.sigmoid(t_tiled) - whole).abs()
-    assert diff.max() < 0.45 and diff.quantile(0.99) < 0.3 and diff.mean() < 0.08
-    _, t_one = inference.predict_tiled(predictor, x, 64, 16, batch_size=4)  # one tile = the whole frame
-    torch.testing.assert_close(t_one, t[0, 0], atol=1e-6, rtol=0)
-
-
 def test_cli_tiling_path_writes_native_size(data, tmp_path):
     root, ckpt = data
     out = tmp_path / "out"
@@ -253,3 +169,23 @@ def test_cli_tiling_path_writes_native_size(data, tmp_path):
                            "--tile-above", "0", "--tile", "32", "--overlap", "16"])
     assert code == 0
     assert scipy.io.loadmat(out / "mat" / f"{ODD_NAME}.mat")["T"].shape == ODD_HW
+
+
+def test_val_split_is_carved_and_scored_with_the_checkpoints_seed(data, tmp_path):
+    """A layout without val: --split val must be the checkpoint's val (its val_seed), for inference and --score."""
+    from utils.checkpoint import atomic_save
+    from utils.data import index_split
+
+    root, ckpt = data
+    saved = torch.load(ckpt, weights_only=True)
+    saved["config"] = {"val_fraction": 0.5, "val_seed": 4}
+    atomic_save(saved, tmp_path / "seeded.pt")
+    out = tmp_path / "out"
+    code = inference.main(["--checkpoint", str(tmp_path / "seeded.pt"), "--data-root", str(root), "--split", "val",
+                           "--out", str(out), "--quiet", "--score"])
+    assert code == 0
+    seeded = sorted(s.name for s in index_split(root, "val", val_fraction=0.5, val_seed=4)[0])
+    assert seeded != sorted(s.name for s in index_split(root, "val", val_fraction=0.5, val_seed=0)[0])
+    assert sorted(p.stem for p in (out / "mat").iterdir()) == seeded
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == len(seeded) and metrics["missing"] == []

@@ -7,8 +7,7 @@ import torch
 
 import cal_from_mask
 import inference
-from models import get_model
-from utils.checkpoint import atomic_save
+from tests.conftest import random_checkpoint
 from utils.robustness import add_noise, main, unit_noise
 from utils.synthetic import write_dataset
 
@@ -18,11 +17,7 @@ def data(tmp_path_factory):
     """Return (dataset root, random-weight checkpoint): 4 synthetic 64 x 64 test frames."""
     tmp = tmp_path_factory.mktemp("robustness")
     root = write_dataset(tmp / "data", n_trainval=4, n_test=4, size=(64, 64), seed=0)
-    torch.manual_seed(0)
-    net = get_model("LRRNet")
-    ckpt = tmp / "random.pt"
-    atomic_save({"model": net.state_dict(), "model_name": "LRRNet", "model_hparams": net.hparams()}, ckpt)
-    return root, ckpt
+    return root, random_checkpoint(tmp / "random.pt")
 
 
 def test_noise_is_fixed_by_seed_and_name():

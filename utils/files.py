@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -47,3 +50,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write data as indented JSON (with a final newline) to path atomically; return the path."""
     return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_png(path: str | os.PathLike, image: "np.ndarray") -> Path:
+    """Write an 8- or 16-bit grey, BGR or BGRA image as PNG atomically; return the path."""
+    import cv2  # here, so that JSON/text writers need no OpenCV
+
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    return atomic_write_bytes(path, data.tobytes())

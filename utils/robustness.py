@@ -35,17 +35,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import load_model
+from models import CheckpointError, load_model
+from utils import RESULTS_DIR
+from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
-from utils.runtime import DTYPES, Predictor, select_device
+from utils.predict import default_batch_size
+from utils.runtime import Predictor, select_device
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIGMAS = (5.0, 10.0, 15.0, 20.0, 30.0)  # grey levels of 255; NoisySIRST's levels are within this range
 GREY_LEVELS = 255.0  # sigma units: 1 / 255 of the intensity range
-EXIT_ERROR = 2
-CPU_BATCH, CUDA_BATCH = 1, 8  # as inference.py: on the CPU single frames are faster per frame than batches
 
 
 def unit_noise(name: str, shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -67,7 +67,7 @@ def add_noise(frame: np.ndarray, sigma: float, z: np.ndarray, quantise: bool = T
 
 
 def evaluate_noise(predictor: Predictor, dataset: IRSTDDataset, sigmas: Sequence[float], seed: int = 0,
-                   quantise: bool = True, batch_size: int = CPU_BATCH, progress: bool = True) -> dict[float, Evaluator]:
+                   quantise: bool = True, batch_size: int = 1, progress: bool = True) -> dict[float, Evaluator]:
     """Return {sigma: Evaluator over every frame of the dataset at that noise level}; sigma 0 is the clean set."""
     levels = sorted(set(float(s) for s in sigmas) | {0.0})
     evaluators = {sigma: Evaluator(THRESHOLD) for sigma in levels}
@@ -106,13 +106,6 @@ def _sigma(text: str) -> float:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the checkpoint at each noise level; print the table, write robustness.json; return 0, or 2 on an error."""
     parser = argparse.ArgumentParser(
@@ -126,32 +119,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sigmas", nargs="+", type=_sigma, default=list(DEFAULT_SIGMAS),
                         help="noise standard deviations in grey levels of 255 (sigma 0, clean, is always added)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (noise is fixed by seed and frame name)")
-    parser.add_argument("--no-quantise", action="store_true",
-                        help="keep noisy frames as floats (default: re-quantise to 8 bits, as NoisySIRST's PNGs)")
+    parser.add_argument("--quantise", action=BoolFlag, default=True,
+                        help="re-quantise noisy frames to 8 bits as NoisySIRST's PNGs (default); --no-quantise keeps floats")
     parser.add_argument("--out", type=Path, default=None, help="folder for robustness.json (default results/NAME)")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="compute precision (default fp32)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=_positive, default=None,
-                        help=f"frames of one size per forward (default {CPU_BATCH} on the CPU, {CUDA_BATCH} on CUDA)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dtype(parser)
+    add_device(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
+    parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
+    add_log_level(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level)
     try:
         root = resolve_data_root(args.data_root)
         dataset = IRSTDDataset(root, args.split, args.layout)
         net, _ = load_model(args.checkpoint)
         device = select_device(args.device)
         predictor = Predictor(net, device, args.dtype)
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+    except (CheckpointError, DataError, ValueError) as error:
+        return fail(str(error))
     start = time.perf_counter()
-    batch_size = args.batch_size or (CUDA_BATCH if device.type == "cuda" else CPU_BATCH)
-    evaluators = evaluate_noise(predictor, dataset, args.sigmas, args.seed, not args.no_quantise, batch_size,
+    batch_size = args.batch_size or default_batch_size(device)
+    evaluators = evaluate_noise(predictor, dataset, args.sigmas, args.seed, args.quantise, batch_size,
                                 progress=not args.quiet)
     rows = [{"sigma": sigma, **ev.compute()} for sigma, ev in evaluators.items()]
-    out = args.out if args.out is not None else REPO_ROOT / "results" / root.name
+    out = args.out if args.out is not None else RESULTS_DIR / root.name
     report = {"checkpoint": str(args.checkpoint), "data_root": str(root), "split": args.split, "seed": args.seed,
-              "quantised_to_8_bits": not args.no_quantise, "sigma_units": "grey levels of 255",
+              "quantised_to_8_bits": args.quantise, "sigma_units": "grey levels of 255",
               "dtype": args.dtype, "threshold": THRESHOLD, "note": "fa is a fraction of pixels (x1e-6 in the table)",
               "levels": rows}
     write_json(out / "robustness.json", report)

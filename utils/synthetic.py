@@ -28,7 +28,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.files import atomic_write_bytes, write_json
+from utils.files import write_json, write_png
 
 MASK_FRACTION = 0.5  # mask = blob above half its peak: the blob's full width at half maximum
 DIAMETER_PX = (3.0, 9.0)  # half-maximum diameter of a target
@@ -139,13 +139,6 @@ def _scene_seed(seed: int, split: int, i: int) -> int:
     return int(np.random.SeedSequence([seed, split, i]).generate_state(1, np.uint64)[0])
 
 
-def _write_png(array: np.ndarray, path: Path) -> None:
-    ok, data = cv2.imencode(".png", array)
-    if not ok:
-        raise OSError(f"could not encode {path} as PNG")
-    atomic_write_bytes(path, data.tobytes())
-
-
 def write_dataset(
     root: str | os.PathLike, n_trainval: int = 64, n_test: int = 32, size: tuple[int, int] = (256, 256), seed: int = 0
 ) -> Path:
@@ -160,8 +153,8 @@ def write_dataset(
         for i in range(count):
             frame, mask = make_scene(_scene_seed(seed, split_id, i), height, width)
             name = f"{split_id}{i:05d}.png"
-            _write_png(frame, root / split / "images" / name)
-            _write_png(mask * np.uint8(255), root / split / "masks" / name)
+            write_png(root / split / "images" / name, frame)
+            write_png(root / split / "masks" / name, mask * np.uint8(255))
     meta = {
         "generator": "utils.synthetic",
         "seed": seed,

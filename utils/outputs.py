@@ -1,0 +1,104 @@
+"""The files inference writes, each written once here and atomically: maps, overlays and target lists.
+
+- ``mat/STEM.mat``: 'T' float32 probability map sigmoid(logits), 'D' float32 reconstruction, both H x W;
+- ``img/STEM.png``: 8-bit round(255 T), what ``cal_from_mask.py`` reads when no .mat is there;
+- ``overlay/STEM.png``: the frame with ground-truth contours green, detections red (yellow where they
+  coincide), a white gap, then D;
+- ``detections.csv`` / ``detections.json``: one row per detected target (``utils.predict.detect_targets``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+import scipy.io
+
+from utils.files import atomic_write_bytes, write_png
+from utils.metrics import THRESHOLD
+from utils.predict import DETECTION_FIELDS
+
+OVERLAY_GAP_PX = 4  # white gap between the overlay and D
+GT_BGR, DET_BGR, BOTH_BGR = (0, 255, 0), (0, 0, 255), (0, 255, 255)  # green, red, yellow
+COLUMN_UNITS = {"x, y": "centroid in pixels (x = column, y = row)",
+                "bbox_x, bbox_y, bbox_w, bbox_h": "bounding box in pixels",
+                "area_px": "pixels", "peak_prob, mean_prob": "probability over the component"}
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Return round(255 * clip(values, 0, 1)) as uint8 (a [0, 1] map as an 8-bit image)."""
+    return np.rint(np.clip(values, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def write_mat(path: Path, prob: np.ndarray, recon: np.ndarray) -> None:
+    """Write 'T' (float32 probabilities) and 'D' (float32 reconstruction) to a MATLAB .mat file, atomically."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"T": prob.astype(np.float32, copy=False), "D": recon.astype(np.float32, copy=False)})
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def overlay_image(frame: np.ndarray, mask: np.ndarray | None, prob: np.ndarray, recon: np.ndarray,
+                  threshold: float = THRESHOLD) -> np.ndarray:
+    """Return an 8-bit BGR picture: the frame with mask contours (green), detection contours (red, yellow where both
+    lie), a white gap, and the reconstruction D (clipped to [0, 1])."""
+    h, w = frame.shape
+    panel = cv2.cvtColor(to_uint8(frame), cv2.COLOR_GRAY2BGR)
+    layers = []
+    for binary in (mask, prob > threshold):
+        layer = np.zeros((h, w), np.uint8)
+        if binary is not None and binary.any():
+            contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(layer, contours, -1, 1, thickness=1)
+        layers.append(layer.astype(bool))
+    gt, det = layers
+    panel[gt & ~det] = GT_BGR
+    panel[det & ~gt] = DET_BGR
+    panel[gt & det] = BOTH_BGR
+    gap = np.full((h, OVERLAY_GAP_PX, 3), 255, np.uint8)
+    return np.concatenate([panel, gap, cv2.cvtColor(to_uint8(recon), cv2.COLOR_GRAY2BGR)], axis=1)
+
+
+def write_frame_maps(out: Path, name: str, prob: np.ndarray, recon: np.ndarray) -> None:
+    """Write OUT/mat/NAME.mat and OUT/img/NAME.png for one frame."""
+    write_mat(out / "mat" / f"{name}.mat", prob, recon)
+    write_png(out / "img" / f"{name}.png", to_uint8(prob))
+
+
+def _rounded(key: str, value):
+    """Return value rounded for the CSV: centroids to 1e-3 px, probabilities to 1e-6."""
+    if key in ("x", "y"):
+        return round(value, 3)
+    if key in ("peak_prob", "mean_prob"):
+        return round(value, 6)
+    return value
+
+
+def write_detections(out: Path, frames: Iterable[tuple[dict, list[dict]]], meta: dict,
+                     errors: dict[str, str] | None = None) -> None:
+    """Write OUT/detections.csv (one row per target) and OUT/detections.json (every frame), atomically.
+
+    ``frames`` yields (keys, targets): keys are the leading columns that identify the frame (e.g.
+    {"frame": name} or {"video": stem, "frame": index}) and targets come from detect_targets.
+    Every frame goes into the JSON with its targets; the CSV lists the targets only.
+    """
+    frames = list(frames)
+    keys = list(frames[0][0]) if frames else ["frame"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*keys, *DETECTION_FIELDS], lineterminator="\n")
+    writer.writeheader()
+    listed = []
+    for ident, entry in frames:
+        for row in entry["targets"]:
+            writer.writerow({**ident, **{k: _rounded(k, v) for k, v in row.items()}})
+        listed.append({**ident, **entry})
+    atomic_write_bytes(out / "detections.csv", buffer.getvalue().encode("utf-8"))
+    head = {**meta, "columns": COLUMN_UNITS,
+            "errors": [{"frame": k, "error": v} for k, v in (errors or {}).items()]}
+    # One frame a line: readable, and json's fast C encoder (indent= falls back to pure Python).
+    text = "{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
+    text += '"frames": [\n' + ",\n".join(json.dumps(f) for f in listed) + "\n]\n}\n"
+    atomic_write_bytes(out / "detections.json", text.encode("utf-8"))

@@ -1,0 +1,145 @@
+"""Run a network over a list of frames on disk and write every frame's outputs (what ``inference.py`` does).
+
+Frames are decoded on a thread pool ahead of the network, batched by size, and written on the
+same pool behind it (``utils.outputs``), so neither the disk nor the encoder waits for the
+network. An unreadable frame is named and skipped; the others are still written.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from utils.data import DataError, Sample, fit_mask, read_frame, read_mask
+from utils.outputs import overlay_image, write_frame_maps
+from utils.files import write_png
+from utils.predict import PredictOptions, detect_targets, plan_batches, predict_maps
+from utils.runtime import Predictor
+
+READ_AHEAD = 2  # batches decoded ahead of the network
+WRITE_QUEUE = 16  # frames waiting to be written before the network waits for the writers
+
+
+@dataclass
+class Report:
+    """What a run did: frames written, errors per frame (skipped frames and others), detections per frame, warnings."""
+
+    written: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # frame -> error (unreadable frame, failed write, bad mask)
+    detections: dict[str, dict] = field(default_factory=dict)  # frame name -> {"size_hw", "targets"}
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read(sample: Sample, sixteen_bit: str) -> tuple[np.ndarray | None, str | None]:
+    """Return (frame float32 H x W in [0, 1], None) or (None, the error naming the file)."""
+    try:
+        return read_frame(sample.image, sixteen_bit), None
+    except DataError as error:
+        return None, str(error)
+
+
+def _read_mask(sample: Sample, shape: tuple[int, int]) -> tuple[np.ndarray | None, list[str], str | None]:
+    """Return (mask {0,1} at the frame's size or None, warnings, error) for the overlay."""
+    if sample.mask is None:
+        return None, [], None
+    try:
+        mask, notes = fit_mask(read_mask(sample.mask), shape, sample)
+    except DataError as error:
+        return None, [], f"{error} (overlay drawn without ground truth)"
+    return mask, notes, None
+
+
+def _write_frame(out: Path, sample: Sample, frame: np.ndarray, prob: np.ndarray, recon: np.ndarray,
+                 opts: PredictOptions, overlay: bool) -> tuple[dict, list[str], str | None]:
+    """Write one frame's outputs; return (its detections entry, warnings, error or None)."""
+    notes: list[str] = []
+    error = None
+    write_frame_maps(out, sample.name, prob, recon)
+    if overlay:
+        mask, notes, error = _read_mask(sample, frame.shape)
+        write_png(out / "overlay" / f"{sample.name}.png", overlay_image(frame, mask, prob, recon, opts.threshold))
+    entry = {"size_hw": list(frame.shape), "targets": detect_targets(prob, opts.threshold)}
+    return entry, notes, error
+
+
+def _decoded_batches(pool: ThreadPoolExecutor, samples: Sequence[Sample], batches: list[list[int]],
+                     sixteen_bit: str) -> Iterator[tuple[list[int], list[tuple[np.ndarray | None, str | None]]]]:
+    """Yield (batch indices, [(frame or None, error or None)]) in order, decoding READ_AHEAD batches ahead."""
+    def load(batch):
+        return [_read(samples[i], sixteen_bit) for i in batch]
+
+    pending = [(batch, pool.submit(load, batch)) for batch in batches[:READ_AHEAD]]
+    for k in range(len(batches)):
+        batch, future = pending.pop(0)
+        if k + READ_AHEAD < len(batches):
+            nxt = batches[k + READ_AHEAD]
+            pending.append((nxt, pool.submit(load, nxt)))
+        yield batch, future.result()
+
+
+def run_on_samples(predictor: Predictor, samples: Sequence[Sample], out: Path, opts: PredictOptions = PredictOptions(),
+                   overlay: bool = False, sixteen_bit: str = "range", progress: bool = True) -> Report:
+    """Run the network on every sample and write its outputs under out; return the Report (frames in sample order)."""
+    report = Report()
+    for sub in ("mat", "img") + (("overlay",) if overlay else ()):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(samples), desc="inference", unit="frame", disable=None if progress else True, file=sys.stderr)
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        # Pass 1: decode every frame once for its size (threaded); unreadable frames are named here.
+        sizes: dict[int, tuple[int, int]] = {}
+        for i, (frame, error) in enumerate(pool.map(lambda s: _read(s, sixteen_bit), samples)):
+            if error is not None:
+                report.errors[samples[i].name] = error
+                bar.update()
+            else:
+                sizes[i] = frame.shape
+        writes: list[tuple[int, Future]] = []
+        done: dict[int, tuple[dict, list[str], str | None] | Exception] = {}
+
+        def drain(limit: int) -> None:
+            while len(writes) > limit:
+                i, future = writes.pop(0)
+                try:
+                    done[i] = future.result()
+                except OSError as error:
+                    done[i] = error
+                bar.update()
+
+        # Pass 2: decode again in batches, ahead of the network; write on the pool behind it.
+        for batch, loaded in _decoded_batches(pool, samples, plan_batches(sizes, opts), sixteen_bit):
+            items = []
+            for i, (frame, error) in zip(batch, loaded):
+                if frame is None:  # read once, failed now: the file changed under us
+                    report.errors[samples[i].name] = error
+                    bar.update()
+                elif frame.shape != sizes[i]:
+                    report.errors[samples[i].name] = f"frame {samples[i].image} changed size while running: run again"
+                    bar.update()
+                else:
+                    items.append((i, frame))
+            probs, recons = predict_maps(predictor, [frame for _, frame in items], opts)
+            for (i, frame), prob, recon in zip(items, probs, recons):
+                writes.append((i, pool.submit(_write_frame, out, samples[i], frame, prob, recon, opts, overlay)))
+            drain(WRITE_QUEUE)
+        drain(0)
+    bar.close()
+    for i, sample in enumerate(samples):
+        result = done.get(i)
+        if result is None:
+            continue
+        if isinstance(result, Exception):
+            report.errors[sample.name] = f"outputs of {sample.name} could not be written: {result}"
+            continue
+        entry, notes, error = result
+        report.written.append(sample.name)
+        report.detections[sample.name] = entry
+        report.warnings += notes
+        if error is not None:
+            report.errors[sample.name] = error
+    return report
