@@ -147,7 +147,6 @@ def test_index_split_lists_without_reading_files(tmp_path):
     assert len(samples) == 20 and len(warnings) == 1 and "trainval_000.png" in warnings[0]
     with pytest.raises(ValueError, match="trainval"):
         index_split(folder, "training")
-    assert data._index is not None  # still importable until inference moves to index_split
 
 
 def test_unknown_split_and_layout_name_the_choices(tmp_path):

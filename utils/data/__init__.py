@@ -43,7 +43,6 @@ from utils.data.layouts import (
     RELEASE_NAMES,
     SIRST_MASK_SUFFIX,
     SPLITS,
-    _index,  # deprecated: use index_split; kept until inference.py moves to it
     detect_layout,
     index_split,
     list_split,
