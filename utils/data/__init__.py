@@ -9,9 +9,13 @@ One module per job; every name below is importable from ``utils.data``:
 - ``layouts``: ``resolve_data_root`` (a release name -> ``DATASETS_DIR/NAME``), ``detect_layout``,
   the ``folder``/``sirst``/``basicirstd`` layouts, ``list_split`` (every file checked),
   ``index_split`` (no file read: for callers that skip a bad frame), ``write_names``.
+- ``video`` (the ``video`` layout, box-labelled IR videos): ``VideoItem``, ``read_labels``,
+  ``index_videos``, ``iter_video_frames`` and ``count_frames`` (streamed with ``cv2.VideoCapture``),
+  ``pseudo_mask`` (box -> mask + ignore region, docs/video.md), ``VideoFrameDataset``.
 - ``dataset``: ``IRSTDDataset`` (one split, decoded once, cached) and ``size_batches``.
 - ``summary``: ``summarize`` and ``main``, the command line
-  ``python -m utils.data --data-root DIR [--layout L] [--index NAME] [--json] [--log-level L]``.
+  ``python -m utils.data --data-root DIR [--layout L] [--index NAME] [--json] [--log-level L]``
+  (``--pictures PNG`` on a video root draws pseudo-masks).
 
 Val: where a layout has no val split it is carved from trainval by ``val_fraction`` and
 ``val_seed`` (never from test) from the frame names alone; a training run saves the val names it
@@ -50,6 +54,15 @@ from utils.data.layouts import (
     write_names,
 )
 from utils.data.summary import main, summarize
+from utils.data.video import (
+    VideoFrameDataset,
+    VideoItem,
+    count_frames,
+    index_videos,
+    iter_video_frames,
+    pseudo_mask,
+    read_labels,
+)
 
 __all__ = [
     "ASPECT_TOLERANCE",
@@ -64,15 +77,22 @@ __all__ = [
     "DataError",
     "IRSTDDataset",
     "Sample",
+    "VideoFrameDataset",
+    "VideoItem",
+    "count_frames",
     "detect_layout",
     "fit_mask",
     "frame_to_unit",
     "index_split",
+    "index_videos",
+    "iter_video_frames",
     "list_images",
     "list_split",
     "load_pair",
     "main",
+    "pseudo_mask",
     "read_frame",
+    "read_labels",
     "read_mask",
     "resolve_data_root",
     "size_batches",

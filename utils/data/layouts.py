@@ -5,6 +5,8 @@
 - ``sirst`` (the SIRST v1 devkit): ``ROOT/images/Misc_N.png``, ``ROOT/masks/Misc_N_pixels0.png``,
   ``ROOT/idx_427/{train,val,test,trainval}.txt`` (``index="idx_320"`` picks the older split).
 - ``basicirstd`` (BasicIRSTD): ``ROOT/images/``, ``ROOT/masks/``, ``ROOT/img_idx/{train,test}_NAME.txt``.
+- ``video`` (IR-Drone-Video): ``ROOT/videos/*.mp4``, ``ROOT/labels.csv`` (boxes), ``ROOT/{train,val}.txt``;
+  detected here, indexed and read by ``utils.data.video`` (``index_videos``, ``VideoFrameDataset``).
 
 Splits are "train", "val", "test" and "trainval" (= train + val). Where a layout has no val
 split, val is a fixed subset of the training frames chosen by ``val_fraction`` and ``val_seed``
@@ -42,7 +44,7 @@ RELEASE_NAMES = {
     "sirst_aug": "sirst_aug",
     "SIRSTv1": "SIRSTv1",
 }
-LAYOUTS = ("folder", "sirst", "basicirstd")
+LAYOUTS = ("folder", "sirst", "basicirstd", "video")
 SPLITS = ("train", "val", "test", "trainval")
 SIRST_MASK_SUFFIX = "_pixels0"
 
@@ -107,7 +109,9 @@ def _images_by_stem(folder: Path, warnings: list[str]) -> dict[str, Path]:
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """Return the layout of a dataset folder ("folder", "sirst" or "basicirstd"); DataError when none fits."""
+    """Return the layout of a dataset folder ("folder", "sirst", "basicirstd" or "video"); DataError when none fits."""
+    from utils.data.video import is_video_root
+
     root = Path(root)
     _require_dir(root, "data root", "pass the folder that holds the dataset")
     has_pool = (root / "images").is_dir() and (root / "masks").is_dir()
@@ -118,6 +122,8 @@ def detect_layout(root: str | os.PathLike) -> str:
         found.append("sirst")
     if has_pool and (root / "img_idx").is_dir():
         found.append("basicirstd")
+    if is_video_root(root):
+        found.append("video")
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
@@ -130,7 +136,7 @@ def detect_layout(root: str | os.PathLike) -> str:
     raise DataError(
         f"data root {root} matches no layout (it holds {children or 'no folders'}): expected trainval/ and test/ "
         "each with images/ and masks/ (folder), or images/ + masks/ + idx_427/ (sirst), or images/ + masks/ + "
-        f"img_idx/ (basicirstd); see datasets/README.md{hint}"
+        f"img_idx/ (basicirstd), or videos/*.mp4 + labels.csv + train.txt/val.txt (video); see datasets/README.md{hint}"
     )
 
 
@@ -358,6 +364,11 @@ def _index(
         layout = detect_layout(root)
     elif layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is unknown; choose one of {LAYOUTS}")
+    if layout == "video":
+        raise DataError(
+            f"data root {root} holds box-labelled videos (the video layout), not frames with masks: read it with "
+            "utils.data.index_videos or utils.data.VideoFrameDataset (python -m utils.data summarises it)"
+        )
     warnings: list[str] = []
     if layout == "folder":
         splits = _folder_splits(root, warnings)

@@ -2,7 +2,9 @@
 
 Command line: ``python -m utils.data --data-root DIR [--layout L] [--index NAME] [--json]``
 prints it (text, or one JSON object); a bad file ends the run with one ``error: ...`` naming
-the file and the fix (several bad files: one per following line), exit code 2.
+the file and the fix (several bad files: one per following line), exit code 2. A ``video``
+root (``utils.data.video``) gets its own summary (videos, decodable frames, labels, boxes) and
+``--pictures PNG`` draws its pseudo-masks.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ import numpy as np
 
 from utils.cli import EXIT_OK, add_log_level, fail, finite_float, setup_logging
 from utils.data.frames import _THREADS, DataError, Sample, _load_native, _raise_bad
-from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, _index
+from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, _index, detect_layout, resolve_data_root
+from utils.data.video import draw_pseudo_masks, format_video_summary, summarize_video
 
 
 def summarize(
     root, layout: str | None = None, val_fraction: float = 0.1, val_seed: int = 0, *, index: str | None = None
 ) -> dict:
-    """Return a JSON-ready summary: layout, split sizes, frame sizes, targets per frame, target areas (px), warnings."""
+    """Return a JSON-ready summary: layout, split sizes, frame sizes, targets per frame, target areas (px), warnings.
+
+    A video root gives ``utils.data.video.summarize_video``'s summary instead.
+    """
+    if layout == "video" or (layout is None and detect_layout(resolve_data_root(root)) == "video"):
+        return summarize_video(resolve_data_root(root))
     indexed = _index(root, None, layout, val_fraction, val_seed, index)
     splits, official, warnings = indexed.splits, indexed.val_official, indexed.warnings
     unique = {s.image: s for samples in splits.values() for s in samples}
@@ -129,12 +137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--val-seed", type=int, default=0, help="seed of that held-out subset")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--pictures",
+        default=None,
+        metavar="PNG",
+        help="video layout only: draw box, pseudo-mask and ignore region on 12 labelled frames into PNG (no summary)",
+    )
     add_log_level(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
+        if args.pictures is not None:
+            root = resolve_data_root(args.data_root)
+            if (args.layout or detect_layout(root)) != "video":
+                raise DataError(f"--pictures draws box pseudo-masks: {root} is not a video root (videos/*.mp4)")
+            print(draw_pseudo_masks(root, args.pictures))
+            return EXIT_OK
         summary = summarize(args.data_root, args.layout, args.val_fraction, args.val_seed, index=args.index)
     except (DataError, ValueError) as error:
         return fail(str(error))
-    print(json.dumps(summary) if args.json else _format_summary(summary))
+    if summary["layout"] == "video":
+        print(json.dumps(summary) if args.json else format_video_summary(summary))
+    else:
+        print(json.dumps(summary) if args.json else _format_summary(summary))
     return EXIT_OK
