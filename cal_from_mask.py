@@ -9,6 +9,12 @@ library is utils/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/r
 (OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
 predictions are missing (listed), unreadable, logits instead of probabilities, or of another
 aspect ratio than their mask.
+
+    python cal_from_mask.py --boxes ../shared/datasets/IR-Drone-Video/labels.csv --pred results/video
+
+Box mode (``--boxes``, instead of ``--data-root``): scores the video inference's PRED/detections.json
+against box labels at target level (Pd, false alarms per frame, frames with a false alarm, per class;
+the rules: utils/boxscore.py). Writes OUT/box_metrics.json (or --json FILE) and OUT/pd_fa_curve.png.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from utils.boxscore import CURVE_SOURCES, DEFAULT_THRESHOLD, BoxScoreError, format_box_table, score_box_folder, \
+    write_box_report
 from utils.cli import BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError
 from utils.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, import_matplotlib, score_folder, \
@@ -31,16 +39,32 @@ log = logging.getLogger("cal_from_mask")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
     parser = argparse.ArgumentParser(description="Score saved probability maps against a split's masks "
-                                                 "(IoU, nIoU, P/R/F1, Pd, Fa, ROC, AUC).")
-    parser.add_argument("--pred", required=True, type=Path, help="predictions: DIR/mat/STEM.mat ('T') or DIR/img/STEM.png")
-    parser.add_argument("--data-root", required=True, help="dataset folder, or a release name read from ./datasets/")
+                                                 "(IoU, nIoU, P/R/F1, Pd, Fa, ROC, AUC), or video detections "
+                                                 "against box labels (--boxes: Pd, false alarms per frame).")
+    parser.add_argument("--pred", required=True, type=Path,
+                        help="predictions: DIR/mat/STEM.mat ('T') or DIR/img/STEM.png; box mode DIR/detections.json")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--data-root", help="dataset folder, or a release name read from ./datasets/ (mask mode)")
+    mode.add_argument("--boxes", type=Path, default=None, metavar="LABELS.csv",
+                      help="box mode: score PRED/detections.json (inference.py --video) against these box labels "
+                           "(video,frame,x,y,w,h)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split whose masks are scored (default test)")
     parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: detected)")
     parser.add_argument("--val-fraction", type=finite_float, default=0.1,
                         help="val carved from trainval where a layout has none: the training run's val_fraction")
     parser.add_argument("--val-seed", type=int, default=0, help="... and its val_seed (default 0)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for metrics.json and roc.png (default: --pred)")
-    parser.add_argument("--json", type=Path, default=None, help="metrics file (default: OUT/metrics.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for metrics.json and roc.png, or box_metrics.json and pd_fa_curve.png "
+                             "(default: --pred)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="metrics file (default: OUT/metrics.json; box mode OUT/box_metrics.json)")
+    boxes = parser.add_argument_group("box mode (--boxes)")
+    boxes.add_argument("--threshold", type=finite_float, default=None,
+                       help=f"a detection counts when its peak_prob >= this (default {DEFAULT_THRESHOLD}; "
+                            "below 0.5 needs the saved maps)")
+    boxes.add_argument("--curve", default=None, choices=CURVE_SOURCES,
+                       help="Pd/FA curve from the saved maps, from peak_prob, or maps when every frame has one "
+                            "(auto, default)")
     parser.add_argument("--protocol", default="ours", choices=PROTOCOLS,
                         help="ours (docs/metrics.md, default) or release (the authors' scoring; comparison only)")
     parser.add_argument("--source", default="auto", choices=SOURCES, help="read .mat, .png, or .mat where present (auto)")
@@ -56,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Score a prediction folder; print the table, write metrics.json and roc.png; return 0, or 2 on an error."""
     args = parse_args(argv)
     setup_logging(args.log_level)
+    if args.boxes is not None:
+        return main_boxes(args)
+    if args.threshold is not None or args.curve is not None:
+        return fail("--threshold and --curve apply to box mode (--boxes) only: mask mode scores p > 0.5")
     start = time.perf_counter()
     # matplotlib takes about as long to import as the NUDT-SIRST test split takes to score: import it in a
     # thread meanwhile (plot_roc's own import then finds it done, or waits for it under the import lock).
@@ -77,6 +105,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_mat = sum(p.suffix.lower() == ".mat" for _, p in scored.jobs)
     print(f"scored {len(scored.jobs)} frames ({n_mat} .mat, {len(scored.jobs) - n_mat} .png) in "
           f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {out / 'roc.png'}")
+    return 0
+
+
+def main_boxes(args: argparse.Namespace) -> int:
+    """Box mode: score PRED/detections.json against --boxes; print the table, write the JSON and PNG; return 0 or 2."""
+    start = time.perf_counter()
+    threading.Thread(target=import_matplotlib, daemon=True).start()
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    try:
+        report = score_box_folder(args.boxes, args.pred, threshold, args.curve or "auto", max(1, args.workers))
+    except BoxScoreError as error:
+        return fail(str(error))
+    for note in report["notes"]:
+        log.warning(note)
+    out = args.out if args.out is not None else args.pred
+    try:
+        json_path, png_path = write_box_report(report, out, args.json)
+    except OSError as error:
+        return fail(f"cannot write the report to {out} ({error.strerror or error}): pass a writable --out")
+    print(format_box_table(report))
+    print(f"scored {report['n_frames']} frames of {report['videos_scored']} video(s) in "
+          f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {png_path}")
     return 0
 
 
