@@ -28,17 +28,19 @@ from typing import Sequence
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, fail, non_negative_int, positive_int,
-                       setup_logging)
+from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, fail, finite_float,
+                       non_negative_int, positive_int, setup_logging)
 from utils.data import IMAGE_EXTENSIONS, LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, index_split, \
     list_images, resolve_data_root
 from utils.metrics import CONNECTIVITY, THRESHOLD
 from utils.outputs import write_detections
-from utils.predict import OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, default_batch_size
-from utils.runner import run_on_samples
+from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, TemporalConfirmer, default_batch_size,
+                           parse_confirm)
+from utils.runner import list_videos, run_on_samples, run_on_video
 from utils.runtime import Predictor, select_device
 
 log = logging.getLogger("inference")
+CONFIRM_RADIUS_PX = 5.0  # a drone at 30 frames/s moves a few pixels a frame in these 320 x 256 videos
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,6 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--dataset", help="release dataset name: reads ./datasets/NAME, writes results/NAME")
     source.add_argument("--data-root", help="dataset folder (or a release name)")
     source.add_argument("--images", type=Path, help="a bare folder of frames (no masks, no scoring)")
+    source.add_argument("--video", type=Path,
+                        help="a video file or a folder of them (anything OpenCV decodes): streams, writes detections")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to run (default test)")
     parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: detected)")
     parser.add_argument("--out", type=Path, default=None,
@@ -69,7 +73,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"tile overlap in px, the blend ramp's width (default {OVERLAP_PX})")
     parser.add_argument("--sixteen-bit", default="range", choices=SIXTEEN_BIT_MODES,
                         help="16-bit frames: / 65535 (range) or per-frame 0.5-99.5 percentile stretch")
-    parser.add_argument("--overlay", action=BoolFlag, help="also write OUT/overlay/STEM.png")
+    parser.add_argument("--overlay", action=BoolFlag,
+                        help="also write OUT/overlay/STEM.png (frames) or the annotated video OUT/STEM.mp4 (--video)")
+    video = parser.add_argument_group("video (--video)")
+    video.add_argument("--every", type=positive_int, default=1, help="run every N-th frame (default 1: all)")
+    video.add_argument("--confirm", default=None, metavar="K/N",
+                       help="report a detection only when one lies within --confirm-radius px of it in at least K "
+                            "of the last N processed frames (off by default; removes flicker, not static clutter)")
+    video.add_argument("--confirm-radius", type=finite_float, default=CONFIRM_RADIUS_PX,
+                       help=f"pixels (default {CONFIRM_RADIUS_PX:g})")
+    video.add_argument("--save-maps", action=BoolFlag,
+                       help="also write every processed frame's map as OUT/img/STEM_FRAME.png (round(255 T))")
     parser.add_argument("--score", action="store_true",
                         help="then score OUT against the split's masks (as cal_from_mask.py does)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
@@ -79,8 +93,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     if args.tile % 8:
         parser.error(f"--tile {args.tile} must be a multiple of 8 (the network pads to one; tiles should not need it)")
-    if args.score and args.images is not None:
-        parser.error("--score needs masks: use --data-root or --dataset, not --images")
+    if args.score and (args.images is not None or args.video is not None):
+        parser.error("--score needs masks: use --data-root or --dataset (score videos with cal_from_mask.py --boxes)")
+    if args.video is None and (args.every != 1 or args.confirm or args.save_maps):
+        parser.error("--every, --confirm and --save-maps apply to --video only")
+    if args.confirm is not None:
+        try:
+            args.confirm = parse_confirm(args.confirm)
+        except ValueError as error:
+            parser.error(str(error))
+    if not args.confirm_radius > 0:
+        parser.error(f"--confirm-radius {args.confirm_radius:g} must be > 0 (pixels)")
     return args
 
 
@@ -109,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
         carve = {"val_fraction": config.get("val_fraction", 0.1), "val_seed": config.get("val_seed", 0)}
-        if args.images is not None:
+        if args.video is not None:
+            videos, samples, warnings, source = list_videos(args.video), [], [], args.video
+        elif args.images is not None:
             samples, warnings = folder_samples(args.images)
             source = args.images
         else:
@@ -119,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         predictor = Predictor(net, device, args.dtype, compile=args.compile)
     except (CheckpointError, DataError, ValueError) as error:
         return fail(str(error))
-    out = args.out if args.out is not None else RESULTS_DIR / (args.dataset or source.name)
+    out = args.out if args.out is not None else RESULTS_DIR / (args.dataset or (source.stem if source.is_file() else source.name))
     opts = PredictOptions(batch_size=args.batch_size or default_batch_size(device), tile=args.tile,
                           tile_above=args.tile_above if args.tiling else math.inf, overlap=args.overlap)
+    if args.video is not None:
+        return run_videos(args, predictor, videos, out, opts, device)
     start = time.perf_counter()
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -133,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "checkpoint_meta": {k: meta[k] for k in ("epoch", "selected_weights", "code_revision", "source")
                                     if k in meta}}
     frames = [({"frame": s.name}, report.detections[s.name]) for s in samples if s.name in report.detections]
-    write_detections(out, frames, run_meta, report.errors)
+    write_detections(out, frames, run_meta, [{"frame": k, "error": v} for k, v in report.errors.items()])
     for note in warnings + report.warnings:
         log.warning(note)
     for frame_name, error in report.errors.items():
@@ -147,6 +174,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.score:
         code = max(code, score(args, out, source, carve, allow_missing=len(report.written) < len(samples)))
     return code
+
+
+def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path], out: Path, opts: PredictOptions,
+               device) -> int:
+    """Run every video, write OUT/detections.csv/.json (and overlays); return 0, or 1 when a video was skipped."""
+    confirm = TemporalConfirmer(*args.confirm, radius=args.confirm_radius) if args.confirm else None
+    frames, errors, seconds = [], {}, 0.0
+    for path in videos:
+        report = run_on_video(predictor, path, out, opts, args.every, args.overlay, confirm, args.save_maps,
+                              progress=not args.quiet)
+        frames += report.frames
+        seconds += report.seconds
+        if report.error is not None:
+            errors[path.stem] = report.error
+            log.warning("skipped %s: %s", path.name, report.error)
+        else:
+            log.info("%s: %d frames, %.1f frames/s", path.name, len(report.frames),
+                     len(report.frames) / report.seconds if report.seconds else 0.0)
+    meta = {"checkpoint": str(args.checkpoint), "source": str(args.video), "videos": [p.stem for p in videos],
+            "every": args.every, "confirm": "/".join(map(str, args.confirm)) if args.confirm else None,
+            "confirm_radius_px": args.confirm_radius if args.confirm else None, "device": str(device),
+            "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
+    write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])
+    n_targets = sum(len(entry["targets"]) for _, entry in frames)
+    print(f"{len(frames)} frames of {len(videos) - len(errors)} of {len(videos)} video(s) in {seconds:.2f} s "
+          f"({len(frames) / seconds if seconds else 0:.2f} frames/s, {device.type} {args.dtype}); {n_targets} "
+          f"detections in {out / 'detections.csv'}" + (f"; {len(errors)} video(s) skipped (named above)" if errors
+                                                       else ""))
+    return EXIT_PARTIAL if errors else 0
 
 
 def score(args: argparse.Namespace, out: Path, root: Path, carve: dict, allow_missing: bool) -> int:

@@ -77,13 +77,14 @@ def _rounded(key: str, value):
     return value
 
 
-def write_detections(out: Path, frames: Iterable[tuple[dict, list[dict]]], meta: dict,
-                     errors: dict[str, str] | None = None) -> None:
+def write_detections(out: Path, frames: Iterable[tuple[dict, dict]], meta: dict,
+                     errors: list[dict] | None = None) -> None:
     """Write OUT/detections.csv (one row per target) and OUT/detections.json (every frame), atomically.
 
-    ``frames`` yields (keys, targets): keys are the leading columns that identify the frame (e.g.
-    {"frame": name} or {"video": stem, "frame": index}) and targets come from detect_targets.
-    Every frame goes into the JSON with its targets; the CSV lists the targets only.
+    ``frames`` yields (keys, entry): keys are the leading columns that identify the frame (e.g.
+    {"frame": name} or {"video": stem, "frame": index}); entry is {"size_hw": [h, w], "targets":
+    detect_targets(...)}. Every frame goes into the JSON; the CSV lists the targets only. ``errors``
+    lists what was skipped, e.g. [{"frame": name, "error": text}].
     """
     frames = list(frames)
     keys = list(frames[0][0]) if frames else ["frame"]
@@ -97,8 +98,66 @@ def write_detections(out: Path, frames: Iterable[tuple[dict, list[dict]]], meta:
         listed.append({**ident, **entry})
     atomic_write_bytes(out / "detections.csv", buffer.getvalue().encode("utf-8"))
     head = {**meta, "columns": COLUMN_UNITS,
-            "errors": [{"frame": k, "error": v} for k, v in (errors or {}).items()]}
+            "errors": list(errors or [])}
     # One frame a line: readable, and json's fast C encoder (indent= falls back to pure Python).
     text = "{\n" + "".join(f"{json.dumps(k)}: {json.dumps(v)},\n" for k, v in head.items())
     text += '"frames": [\n' + ",\n".join(json.dumps(f) for f in listed) + "\n]\n}\n"
     atomic_write_bytes(out / "detections.json", text.encode("utf-8"))
+
+
+BOX_BGR = (0, 0, 255)  # detections in red
+LABEL_BGR = (0, 255, 0)  # a labelled box (when given) in green
+
+
+def annotate_frame(frame: np.ndarray, detections: list[dict], box: tuple[float, float, float, float] | None = None,
+                   scale: int = 2) -> np.ndarray:
+    """Return an 8-bit BGR picture of a [0, 1] or uint8 grey frame, enlarged `scale` x, detections boxed with their
+    peak probability; an optional label box (x, y, w, h in pixel-edge coordinates) in green."""
+    grey = frame if frame.dtype == np.uint8 else to_uint8(frame)
+    picture = cv2.cvtColor(cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
+                           cv2.COLOR_GRAY2BGR)
+    if box is not None:
+        x, y, w, h = (v * scale for v in box)
+        cv2.rectangle(picture, (int(round(x)), int(round(y))), (int(round(x + w)) - 1, int(round(y + h)) - 1),
+                      LABEL_BGR, 1)
+    for d in detections:
+        x0, y0 = d["bbox_x"] * scale - 2, d["bbox_y"] * scale - 2
+        x1, y1 = (d["bbox_x"] + d["bbox_w"]) * scale + 1, (d["bbox_y"] + d["bbox_h"]) * scale + 1
+        cv2.rectangle(picture, (x0, y0), (x1, y1), BOX_BGR, 1)
+        cv2.putText(picture, f"{d['peak_prob']:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, BOX_BGR,
+                    1, cv2.LINE_AA)
+    return picture
+
+
+class VideoOverlay:
+    """Writes annotated frames to OUT/NAME.mp4: into NAME.tmp.mp4 while running, renamed on close (never half-written).
+
+    Use as a context manager; on an exception the partial file is removed.
+    """
+
+    def __init__(self, path: Path, fps: float, scale: int = 2):
+        self.path, self.fps, self.scale = Path(path), fps if fps > 0 else 30.0, scale
+        self.tmp = self.path.with_name(self.path.stem + ".tmp" + self.path.suffix)
+        self.writer: cv2.VideoWriter | None = None
+
+    def write(self, frame: np.ndarray, detections: list[dict]) -> None:
+        """Append one frame with its detections boxed."""
+        picture = annotate_frame(frame, detections, scale=self.scale)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = picture.shape[:2]
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise OSError(f"cannot write the overlay video {self.tmp}: OpenCV has no mp4v encoder here")
+        self.writer.write(picture)
+
+    def __enter__(self) -> "VideoOverlay":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            if kind is None:
+                self.tmp.replace(self.path)
+            else:
+                self.tmp.unlink(missing_ok=True)

@@ -218,3 +218,54 @@ def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str
     unit = frame_to_unit(np.asarray(frame), "frame", sixteen_bit)
     probs, recons = predict_maps(predictor, [unit], opts)
     return FramePrediction(probs[0], recons[0], detect_targets(probs[0], opts.threshold))
+
+
+# ----------------------------------------------------------------------------- temporal confirmation
+
+
+class TemporalConfirmer:
+    """Keeps a detection only when detections lie within `radius` px of it in at least k of the last n frames.
+
+    The window is the current frame and the n - 1 frames before it (frames as processed, so
+    with ``--every 3`` the last n processed frames); the current frame counts for its own
+    detections. History holds every raw detection, confirmed or not. This removes flicker
+    (one-frame false alarms), not static clutter, which is present in every frame.
+    """
+
+    def __init__(self, k: int, n: int, radius: float = 5.0):
+        if not 1 <= k <= n:
+            raise ValueError(f"confirmation {k}/{n}: need 1 <= K <= N (K of the last N frames)")
+        if not radius > 0:
+            raise ValueError(f"confirmation radius {radius} must be > 0 (pixels)")
+        self.k, self.n, self.radius = k, n, float(radius)
+        self.history: list[np.ndarray] = []  # centroids (m x 2, x and y) of the previous n - 1 frames
+
+    def reset(self) -> None:
+        """Forget the history (a new video starts)."""
+        self.history.clear()
+
+    def __call__(self, detections: list[dict]) -> list[dict]:
+        """Return the confirmed detections of the current frame (renumbered 1..) and remember all of them."""
+        points = np.array([[d["x"], d["y"]] for d in detections], np.float64).reshape(-1, 2)
+        support = np.ones(len(points), np.int64)  # the current frame
+        for past in self.history:
+            if len(past) and len(points):
+                dist2 = ((points[:, None, :] - past[None, :, :]) ** 2).sum(-1)  # current x past
+                support += (dist2 <= self.radius ** 2).any(axis=1)
+        self.history.append(points)
+        if len(self.history) > self.n - 1:
+            self.history.pop(0)
+        kept = [d for d, s in zip(detections, support) if s >= self.k]
+        return [{**d, "target": i + 1} for i, d in enumerate(kept)]
+
+
+def parse_confirm(text: str) -> tuple[int, int]:
+    """Return (K, N) from "K/N" (e.g. "3/5"); ValueError naming the text otherwise."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--confirm {text!r}: write K/N, e.g. 3/5 (a detection in at least K of the last N frames)") \
+            from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--confirm {text!r}: need 1 <= K <= N")
+    return k, n

@@ -1,13 +1,19 @@
-"""Run a network over a list of frames on disk and write every frame's outputs (what ``inference.py`` does).
+"""Run a network over frames on disk or over videos and write every frame's outputs (what ``inference.py`` does).
 
-Frames are decoded on a thread pool ahead of the network, batched by size, and written on the
-same pool behind it (``utils.outputs``), so neither the disk nor the encoder waits for the
-network. An unreadable frame is named and skipped; the others are still written.
+Frames (``run_on_samples``) are decoded on a thread pool ahead of the network, batched by size,
+and written on the same pool behind it (``utils.outputs``), so neither the disk nor the encoder
+waits for the network. Videos (``run_on_video``) stream: a decoding thread keeps a few batches
+ahead, and nothing holds a whole video. An unreadable frame or video is named and skipped; the
+others are still written.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import sys
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.data import DataError, Sample, fit_mask, read_frame, read_mask
-from utils.outputs import overlay_image, write_frame_maps
+from utils.data.video import iter_video_frames
 from utils.files import write_png
-from utils.predict import PredictOptions, detect_targets, plan_batches, predict_maps
+from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
+from utils.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
 from utils.runtime import Predictor
 
 READ_AHEAD = 2  # batches decoded ahead of the network
@@ -142,4 +149,125 @@ def run_on_samples(predictor: Predictor, samples: Sequence[Sample], out: Path, o
         report.warnings += notes
         if error is not None:
             report.errors[sample.name] = error
+    return report
+
+
+# ----------------------------------------------------------------------------- videos
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+DECODE_AHEAD = 4  # batches decoded ahead of the network (a few frames: memory stays flat)
+
+
+def list_videos(path: Path) -> list[Path]:
+    """Return [path] for a file, or the video files (by extension, sorted) in a folder; DataError when none."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not found:
+            raise DataError(f"folder {path} holds no video ({', '.join(VIDEO_EXTENSIONS)}): pass a video or a folder "
+                            "of them")
+        return found
+    raise DataError(f"video {path} does not exist: pass a video file or a folder of videos")
+
+
+def video_info(path: Path) -> tuple[int, float]:
+    """Return (frame count as the container states it, frames per second); DataError when OpenCV cannot open it."""
+    import cv2
+
+    if not path.is_file():
+        raise DataError(f"video {path} does not exist: check the path")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise DataError(f"video {path} cannot be opened by OpenCV (corrupt, or a codec it lacks): re-encode it "
+                            "as H.264 .mp4, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
+        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        capture.release()
+
+
+@dataclass
+class VideoReport:
+    """What one video gave: processed frames as (keys, entry) for utils.outputs.write_detections, the error if any."""
+
+    frames: list[tuple[dict, dict]] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def _batched_frames(path: Path, every: int, batch_size: int, stop: threading.Event,
+                    out: queue.Queue) -> None:
+    """Decode the video (every n-th frame) into batches of (indices, frames) on `out`; then None, or the DataError."""
+    batch: list[tuple[int, np.ndarray]] = []
+    try:
+        for index, frame in iter_video_frames(path, every=every):
+            if stop.is_set():
+                return
+            batch.append((index, frame))
+            if len(batch) == batch_size:
+                out.put(batch)
+                batch = []
+        if batch:
+            out.put(batch)
+        out.put(None)
+    except DataError as error:
+        out.put(error)
+
+
+def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptions = PredictOptions(), every: int = 1,
+                 overlay: bool = False, confirm: TemporalConfirmer | None = None, save_maps: bool = False,
+                 progress: bool = True) -> VideoReport:
+    """Run the network on every `every`-th frame of one video, streaming; return its VideoReport.
+
+    Frames are decoded on a thread ahead of the network (a few batches, never the whole video),
+    detected, optionally confirmed over time, and written: OUT/STEM.mp4 with --overlay (boxes and
+    peak probabilities), OUT/img/STEM_FRAME.png (round(255 T), 6-digit frame) with save_maps.
+    """
+    report = VideoReport()
+    stem = path.stem
+    start = time.perf_counter()
+    try:
+        total, fps = video_info(path)
+    except DataError as error:
+        report.error = str(error)
+        return report
+    if confirm is not None:
+        confirm.reset()
+    stop = threading.Event()
+    batches: queue.Queue = queue.Queue(maxsize=DECODE_AHEAD)
+    decoder = threading.Thread(target=_batched_frames, args=(path, every, opts.batch_size, stop, batches), daemon=True)
+    decoder.start()
+    bar = tqdm(total=-(-total // every) if total else None, desc=stem, unit="frame",
+               disable=None if progress else True, file=sys.stderr, leave=False)
+    sink = VideoOverlay(out / f"{stem}.mp4", fps / every) if overlay else contextlib.nullcontext()
+    try:
+        with sink:
+            while (item := batches.get()) is not None:
+                if isinstance(item, DataError):
+                    report.error = str(item)
+                    break
+                frames = [frame.astype(np.float32) / np.float32(255.0) for _, frame in item]  # 8-bit / 255
+                probs, _ = predict_maps(predictor, frames, opts)
+                for (index, frame), prob in zip(item, probs):
+                    targets = detect_targets(prob, opts.threshold)
+                    if confirm is not None:
+                        targets = confirm(targets)
+                    report.frames.append(({"video": stem, "frame": index},
+                                          {"size_hw": list(prob.shape), "targets": targets}))
+                    if overlay:
+                        sink.write(frame, targets)
+                    if save_maps:
+                        write_png(out / "img" / f"{stem}_{index:06d}.png", to_uint8(prob))
+                bar.update(len(item))
+    finally:
+        stop.set()
+        while decoder.is_alive():  # unblock a decoder waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                decoder.join(0.05)
+        bar.close()
+    report.seconds = time.perf_counter() - start
     return report
