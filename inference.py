@@ -30,8 +30,8 @@ from models import CheckpointError, load_model
 from utils import RESULTS_DIR
 from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, fail, finite_float,
                        non_negative_int, positive_int, setup_logging)
-from utils.data import IMAGE_EXTENSIONS, LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, index_split, \
-    list_images, resolve_data_root
+from utils.data import IMAGE_EXTENSIONS, LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
+    index_split, index_videos, list_images, resolve_data_root
 from utils.metrics import CONNECTIVITY, THRESHOLD
 from utils.outputs import write_detections
 from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, TemporalConfirmer, default_batch_size,
@@ -75,7 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="16-bit frames: / 65535 (range) or per-frame 0.5-99.5 percentile stretch")
     parser.add_argument("--overlay", action=BoolFlag,
                         help="also write OUT/overlay/STEM.png (frames) or the annotated video OUT/STEM.mp4 (--video)")
-    video = parser.add_argument_group("video (--video)")
+    video = parser.add_argument_group("video (--video, or --data-root of a box-labelled video dataset)")
     video.add_argument("--every", type=positive_int, default=1, help="run every N-th frame (default 1: all)")
     video.add_argument("--confirm", default=None, metavar="K/N",
                        help="report a detection only when one lies within --confirm-radius px of it in at least K "
@@ -94,9 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.tile % 8:
         parser.error(f"--tile {args.tile} must be a multiple of 8 (the network pads to one; tiles should not need it)")
     if args.score and (args.images is not None or args.video is not None):
-        parser.error("--score needs masks: use --data-root or --dataset (score videos with cal_from_mask.py --boxes)")
-    if args.video is None and (args.every != 1 or args.confirm or args.save_maps):
-        parser.error("--every, --confirm and --save-maps apply to --video only")
+        parser.error("--score needs labels: use --data-root or --dataset (score a bare video with cal_from_mask.py "
+                     "--boxes LABELS.csv)")
+    if args.images is not None and (args.every != 1 or args.confirm or args.save_maps):
+        parser.error("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
+                     "box-labelled video dataset)")
     if args.confirm is not None:
         try:
             args.confirm = parse_confirm(args.confirm)
@@ -132,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
         carve = {"val_fraction": config.get("val_fraction", 0.1), "val_seed": config.get("val_seed", 0)}
+        videos = None
         if args.video is not None:
             videos, samples, warnings, source = list_videos(args.video), [], [], args.video
         elif args.images is not None:
@@ -139,16 +142,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = args.images
         else:
             source = resolve_data_root(args.dataset if args.dataset is not None else args.data_root)
-            samples, warnings = index_split(source, args.split, args.layout, **carve)
+            if (args.layout or detect_layout(source)) == "video":  # a box-labelled video dataset: its split's videos
+                videos, samples, warnings = [item.path for item in index_videos(source, args.split)], [], []
+            else:
+                samples, warnings = index_split(source, args.split, args.layout, **carve)
         device = select_device(args.device)
         predictor = Predictor(net, device, args.dtype, compile=args.compile)
     except (CheckpointError, DataError, ValueError) as error:
         return fail(str(error))
+    if videos is None and (args.every != 1 or args.confirm or args.save_maps):
+        return fail("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
+                    "box-labelled video dataset)")
     out = args.out if args.out is not None else RESULTS_DIR / (args.dataset or (source.stem if source.is_file() else source.name))
     opts = PredictOptions(batch_size=args.batch_size or default_batch_size(device), tile=args.tile,
                           tile_above=args.tile_above if args.tiling else math.inf, overlap=args.overlap)
-    if args.video is not None:
-        return run_videos(args, predictor, videos, out, opts, device)
+    if videos is not None:
+        code = run_videos(args, predictor, videos, out, opts, device, source)
+        return max(code, score_videos(args, out, source)) if args.score else code
     start = time.perf_counter()
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -177,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path], out: Path, opts: PredictOptions,
-               device) -> int:
+               device, source: Path) -> int:
     """Run every video, write OUT/detections.csv/.json (and overlays); return 0, or 1 when a video was skipped."""
     confirm = TemporalConfirmer(*args.confirm, radius=args.confirm_radius) if args.confirm else None
     frames, errors, seconds = [], {}, 0.0
@@ -192,7 +202,7 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
         else:
             log.info("%s: %d frames, %.1f frames/s", path.name, len(report.frames),
                      len(report.frames) / report.seconds if report.seconds else 0.0)
-    meta = {"checkpoint": str(args.checkpoint), "source": str(args.video), "videos": [p.stem for p in videos],
+    meta = {"checkpoint": str(args.checkpoint), "source": str(source), "videos": [p.stem for p in videos],
             "every": args.every, "confirm": "/".join(map(str, args.confirm)) if args.confirm else None,
             "confirm_radius_px": args.confirm_radius if args.confirm else None, "device": str(device),
             "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
@@ -203,6 +213,19 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
           f"detections in {out / 'detections.csv'}" + (f"; {len(errors)} video(s) skipped (named above)" if errors
                                                        else ""))
     return EXIT_PARTIAL if errors else 0
+
+
+def score_videos(args: argparse.Namespace, out: Path, root: Path) -> int:
+    """Score OUT's detections against ROOT/labels.csv as cal_from_mask.py --boxes does; print the table; 0 or 2."""
+    from utils.boxscore import BoxScoreError, format_box_table, score_box_folder, write_box_report
+
+    try:
+        report = score_box_folder(root / "labels.csv", out)
+        write_box_report(report, out)
+    except (BoxScoreError, DataError) as error:
+        return fail(str(error))
+    print(format_box_table(report))
+    return 0
 
 
 def score(args: argparse.Namespace, out: Path, root: Path, carve: dict, allow_missing: bool) -> int:

@@ -130,5 +130,6 @@ def test_cli_refuses_a_missing_video_and_video_only_options(tmp_path, capsys):
     assert "absent.mp4 does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         inference.main(["--checkpoint", str(ckpt), "--images", str(tmp_path), "--every", "2"])
+    assert "apply to videos only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         inference.main(["--checkpoint", str(ckpt), "--video", str(tmp_path), "--confirm", "4/3"])
