@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GROUPS = 16  # GroupNorm groups everywhere in the release (LRRNET.md section 1)
+GROUPS = 16  # GroupNorm groups everywhere in the release (docs/network.md#building-blocks)
 ATTENTION_KINDS = ("sdpa", "explicit")
 
 

@@ -4,7 +4,7 @@ Zhang, Xu, Chen, Wang, Zhang, "It's Not the Target, It's the Background: Rethink
 Infrared Small-Target Detection via Deep Patch-Free Low-Rank Representations",
 IEEE TGRS 2025, doi:10.1109/TGRS.2025.3608239.
 
-Written from the description in ../shared/docs/LRRNET.md (section 1); parameter
+Written from the published description (docs/network.md in this repository); parameter
 names match the authors' release, so their state_dicts load with ``strict=True``.
 An encoder-decoder reconstructs the low-rank background in feature space; it is
 subtracted from shallow image features and what is left is decoded into target

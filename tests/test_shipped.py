@@ -8,7 +8,7 @@ import torch
 import inference
 from tests.conftest import DATASETS, ROOT, need
 
-SHIPPED = [   # (checkpoint, dataset folder under ../shared/datasets)
+SHIPPED = [   # (checkpoint, dataset folder under the shared data folder; skipped when absent)
     ("lrrnet_sirst_v1.pt", "SIRST-v1"),
     ("lrrnet_nudt_sirst.pt", "NUDT-SIRST"),
 ]

@@ -1,4 +1,4 @@
-"""LRRNet's loss: SoftIoU on the target map, a sparsity term, and MSE on the reconstruction (LRRNET.md section 2)."""
+"""LRRNet's loss: SoftIoU on the target map, a sparsity term, and MSE on the reconstruction (docs/network.md#loss)."""
 from __future__ import annotations
 
 import torch

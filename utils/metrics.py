@@ -1,6 +1,6 @@
 """Detection metrics for infrared small-target detection, as accumulators.
 
-Definitions follow ../shared/docs/LRRNET.md section 5 (the field's convention):
+Definitions follow the field's convention (docs/metrics.md):
 
 - IoU: intersections summed over the whole set / unions summed over the whole set
   (papers call it "mIoU"; it is pooled, not a mean over images).
@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# sigmoid(T) > 0.5, i.e. logit T > 0, is a detection (LRRNET.md sections 1 and 5; the release's test script).
+# sigmoid(T) > 0.5, i.e. logit T > 0, is a detection (docs/metrics.md#the-threshold; the release's test script).
 THRESHOLD = 0.5
 # A target is detected when a predicted centroid is strictly closer than this, in pixels
-# (LRRNET.md section 5; DNANet / BasicIRSTD PD_FA: `if distance < 3`).
+# (docs/metrics.md#pd-and-fa; DNANet / BasicIRSTD PD_FA: `if distance < 3`).
 CENTROID_TOLERANCE_PX = 3
-# Components are 8-connected (LRRNET.md section 5; skimage.measure.label(connectivity=2) in DNANet / BasicIRSTD).
+# Components are 8-connected (docs/metrics.md#pd-and-fa; skimage.measure.label(connectivity=2) in DNANet / BasicIRSTD).
 CONNECTIVITY = 8
-# ROC thresholds are i / ROC_BINS for i = 0..ROC_BINS (issue 5; DNANet's ROCMetric uses bins=200 alike).
+# ROC thresholds are i / ROC_BINS for i = 0..ROC_BINS (docs/metrics.md#roc-and-auc; DNANet's ROCMetric uses bins=200 alike).
 ROC_BINS = 200
 
 
@@ -103,7 +103,7 @@ def find_components(binary: np.ndarray) -> Components:
 
     Labels are numbered by each component's first pixel in raster order, exactly as
     skimage.measure.label and scipy.ndimage.label number them (the "label order" of
-    LRRNET.md section 5); OpenCV's faster, parallel labeller does the one pass and its
+    docs/metrics.md); OpenCV's faster, parallel labeller does the one pass and its
     numbering is remapped.
     """
     binary = np.ascontiguousarray(binary, dtype=bool)
@@ -342,7 +342,7 @@ class ROC:
 
 
 class Evaluator:
-    """All metrics of LRRNET.md section 5 for probability maps: update per frame, merge across ranks, compute."""
+    """All metrics of docs/metrics.md for probability maps: update per frame, merge across ranks, compute."""
 
     def __init__(self, threshold: float = THRESHOLD, n_roc_bins: int = ROC_BINS, release_matching: bool = False) -> None:
         """release_matching=True uses ReleasePdFa (area matching, defective) for comparison with published numbers."""

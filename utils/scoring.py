@@ -37,7 +37,7 @@ from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
 SOURCES = ("auto", "mat", "png")
-RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (LRRNET.md section 5)
+RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (docs/metrics.md#the-release-protocol)
 MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
 PREFETCH_PER_WORKER = 4  # frames read ahead per reading thread (bounds memory)
 
