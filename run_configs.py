@@ -2,14 +2,16 @@
 
     python run_configs.py --list
     python run_configs.py --config synthetic                     # about a minute on a CPU, no data needed
-    python run_configs.py --config sirstv1_cpu --data-root ../shared/datasets/SIRST-v1
+    python run_configs.py --config sirstv1_cpu --data-root datasets/SIRST-v1
     python run_configs.py --config nudt --epochs 50 --lr 2e-4 --batch-size 4 --device cuda --out runs/nudt50
     python run_configs.py --resume runs/20261125-2200_sirstv1_cpu [--epochs 150]
     torchrun --nproc_per_node 2 run_configs.py --config synthetic --device cpu   # DDP (gloo on the CPU)
 
-Any config field is an option (--key value); unknown keys and wrong types are refused
-(exit code 2) before anything is written. The run directory gets config.json, train.log,
+Every config field below is an option: --key value, booleans --flag / --no-flag / --flag true|false.
+Precedence: field defaults < named config < command line. Unknown options and bad values are
+refused (exit code 2) before anything is written. The run folder gets config.json, train.log,
 TensorBoard events (tb/), val_split.txt, last.pt, best.pt (best val IoU) and summary.json.
+Exit codes: 0 done, 1 the run diverged (the message says how to go on), 2 bad command line, data or file.
 """
 from __future__ import annotations
 
@@ -18,9 +20,29 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from models import CheckpointError
 from utils import config as cfgs
+from utils.cli import EXIT_OK, EXIT_PARTIAL, add_log_level, fail
 from utils.data import DataError
 from utils.runtime import select_device
+
+RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
+
+
+def build_parser() -> cfgs.ArgumentParser:
+    """Return the parser: --config / --resume / --list / --log-level, then one option per TrainConfig field."""
+    parser = cfgs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False,
+                                 usage="%(prog)s (--config NAME | --resume RUN_DIR | --list) [--key value ...]")
+    parser.add_argument("--config", choices=list(cfgs.CONFIGS), metavar="NAME",
+                        help=f"named config: {', '.join(cfgs.CONFIGS)} (see --list)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue a run from RUN_DIR/last.pt with its own config.json; only "
+                             f"{', '.join(cfgs.flag(k) for k in RESUMABLE)} may change")
+    parser.add_argument("--list", action="store_true", help="list the named configs")
+    add_log_level(parser)
+    cfgs.add_arguments(parser)
+    return parser
 
 
 def print_configs() -> None:
@@ -30,57 +52,56 @@ def print_configs() -> None:
         print(f"  {name:<12} {description}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse, build the config, train; return the exit code (2 for a bad command line or data)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False,
-                                     usage="%(prog)s (--config NAME | --resume RUN_DIR | --list) [--key value ...]")
-    parser.add_argument("--config", choices=list(cfgs.CONFIGS), help="named config")
-    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from RUN_DIR/last.pt")
-    parser.add_argument("--list", action="store_true", help="list the named configs")
-    args, rest = parser.parse_known_args(argv)
-    if args.list or (not args.config and not args.resume):
-        print_configs()
-        if not args.list:
-            print()
-            parser.print_usage()
-        return 0
+def resolve(args: argparse.Namespace, rest: list[str]) -> cfgs.TrainConfig:
+    """Return the run's config from the command line; ConfigError for anything wrong with it."""
+    cfgs.refuse_leftovers(rest)
+    if args.config and args.resume:
+        raise cfgs.ConfigError("give --config NAME for a new run or --resume RUN_DIR, not both "
+                               "(a resumed run keeps its own config.json)")
+    overrides = cfgs.overrides(args)
+    if args.resume:
+        if not (args.resume / "config.json").is_file() or not (args.resume / "last.pt").is_file():
+            raise cfgs.ConfigError(f"--resume {args.resume}: no config.json and last.pt there; "
+                                   "give the folder of a run started by run_configs.py")
+        refused = sorted(set(overrides) - set(RESUMABLE))
+        if refused:
+            raise cfgs.ConfigError(f"--resume cannot change {', '.join(cfgs.flag(k) for k in refused)} (the run "
+                                   f"would no longer be the same); allowed: {', '.join(cfgs.flag(k) for k in RESUMABLE)}")
+        cfg = replace(cfgs.load(args.resume / "config.json"), **overrides)
+    else:
+        cfg = cfgs.build(args.config, overrides)
     try:
-        if args.config and args.resume:
-            raise cfgs.ConfigError("give --config NAME for a new run or --resume RUN_DIR, not both "
-                                   "(a resumed run keeps its own config.json)")
-        overrides = cfgs.parse_overrides(rest)
-        if args.resume:
-            if not (args.resume / "config.json").is_file() or not (args.resume / "last.pt").is_file():
-                raise cfgs.ConfigError(f"--resume {args.resume}: no config.json and last.pt there; "
-                                       "give the directory of a run started by run_configs.py")
-            allowed = {"epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience"}
-            refused = sorted(set(overrides) - allowed)
-            if refused:
-                raise cfgs.ConfigError(f"--resume cannot change {', '.join(refused)} (the run would no longer be "
-                                       f"the same); allowed with --resume: {', '.join(sorted(allowed))}")
-            cfg = replace(cfgs.load(args.resume / "config.json"), **overrides)
-            cfgs.validate(cfg.to_dict())
-        else:
-            cfg = cfgs.build(args.config, overrides)
-        try:
-            select_device(cfg.device)
-        except ValueError as err:
-            raise cfgs.ConfigError(str(err)) from None
+        select_device(cfg.device)
+    except ValueError as err:
+        raise cfgs.ConfigError(str(err)) from None
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, build the config, train; return the exit code (2 for a bad command line, data or file)."""
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else [str(a) for a in argv])
+        if args.list or (not args.config and not args.resume):
+            print_configs()
+            if not args.list:
+                print()
+                parser.print_usage()
+            return EXIT_OK
+        cfg = resolve(args, rest)
     except cfgs.ConfigError as err:
         parser.print_usage(sys.stderr)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail(str(err))
 
-    from utils.engine import train  # heavy imports only once the command line is valid
+    from utils.engine import NonFiniteLoss, train  # heavy imports only once the command line is valid
     try:
-        train(cfg, run_dir=args.resume, resume=args.resume is not None)
-    except (DataError, cfgs.ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
-    return 0
+        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level)
+    except (DataError, CheckpointError, cfgs.ConfigError) as err:
+        return fail(str(err))
+    except NonFiniteLoss as err:
+        fail(str(err))
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -41,21 +41,91 @@ def test_precedence_defaults_named_command_line():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "many"], "expected a value of type int"),
-    (["--learning-rate", "1e-3"], "valid keys"),
-    (["--amp", "fp8"], "choose one of auto, off, bf16, fp16"),
+    (["--epochs", "many"], "'many' is not an integer"),
+    (["--learning-rate", "1e-3"], "valid options: --base-size, --batch-size"),
+    (["--dtype", "fp8"], "choose one of auto, fp32, bf16, fp16"),
+    (["--amp", "off"], "--amp is now --dtype; choose one of auto, fp32, bf16, fp16"),
     (["--flip", "maybe"], "true or false"),
-    (["--epochs"], "needs a value"),
-    (["--val-every", "0"], "out of range"),
-    (["--target-prior", "1"], "out of range"),
+    (["--no-flip", "true"], "takes no value"),
+    (["--epochs"], "expected one argument"),
+    (["--val-every", "0"], "out of range: x >= 1"),
+    (["--target-prior", "1"], "out of range: 0 <= x < 1"),
     (["--batch-size", "0"], "out of range"),
+    (["--lr", "0"], "out of range: x > 0"),
+    (["--lr", "nan"], "must be a finite number"),
+    (["--lr", "inf"], "must be a finite number"),
+    (["--grad-clip=-inf"], "must be a finite number"),
     (["--device", "cdua"], "not a device"),
+    (["stray"], "unexpected argument 'stray'"),
 ])
 def test_bad_overrides_are_refused_before_anything_is_written(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
     assert run_main(["--config", "synthetic", "--out", out, *argv]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_help_lists_every_field_with_type_default_choices_and_range(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")   # one line per option
+    with pytest.raises(SystemExit) as stop:
+        run_main(["--help"])
+    assert stop.value.code == 0
+    blocks = capsys.readouterr().out.split("\n  -")   # one block per option: its flags, then its help
+
+    def line_of(key):
+        found = ["-" + " ".join(block.split()) for block in blocks if block.startswith(cfgs.flag(key)[1:] + " ")]
+        assert len(found) == 1, (key, found)
+        return found[0]
+
+    assert len(cfgs.FIELDS) == 45
+    for key, f in cfgs.FIELDS.items():
+        kind = cfgs.FIELD_TYPES[key]
+        default = str(f.default).lower() if kind is bool else repr(f.default) if kind is str else f"{f.default:g}"
+        assert f"[{kind.__name__}; default {default}" in line_of(key), key
+        assert len(f.metadata["help"]) > 10, key
+    assert "choices poly, cosine, constant" in line_of("schedule")
+    assert "--dtype {auto,fp32,bf16,fp16}" in line_of("dtype")
+    assert "range x >= 1" in line_of("epochs")
+    assert "range 0 <= x < 1" in line_of("val_fraction")
+    assert "range x > 0" in line_of("lr")
+    assert "--compile [true|false], --no-compile" in line_of("compile")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], False), (["--compile"], True), (["--no-compile"], False), (["--compile", "false"], False),
+    (["--compile", "true"], True), (["--compile=yes"], True), (["--compile", "--no-compile"], False),
+])
+def test_boolean_options(argv, expected):
+    args, rest = run_configs.build_parser().parse_known_args(["--config", "synthetic", *argv])
+    assert run_configs.resolve(args, rest).compile is expected
+
+
+def test_dtype_option_and_old_configs_with_amp(tmp_path):
+    from utils.train_state import compute_dtype
+    assert cfgs.build("synthetic", cfgs.parse_overrides(["--dtype", "bf16"])).dtype == "bf16"
+    assert cfgs.build("sirstv1_cpu").dtype == "fp32"
+    cpu = torch.device("cpu")
+    assert [compute_dtype(name, cpu) for name in ("auto", "fp32", "bf16")] == [torch.float32, torch.float32,
+                                                                              torch.bfloat16]
+    # a config.json written before --dtype existed: amp off/auto/bf16/fp16
+    for amp, dtype in (("off", "fp32"), ("auto", "auto"), ("bf16", "bf16"), ("fp16", "fp16")):
+        old = cfgs.build("synthetic").to_dict()
+        del old["dtype"]
+        old["amp"] = amp
+        (tmp_path / "config.json").write_text(json.dumps(old))
+        assert cfgs.load(tmp_path / "config.json") == cfgs.build("synthetic", {"dtype": dtype})
+    # the shipped checkpoints store such configs
+    for path in sorted((ROOT / "checkpoints").glob("*.pt")):
+        config = load_checkpoint(path)["config"]
+        assert cfgs.from_dict(config).dtype == {"off": "fp32"}.get(config.get("amp"), config.get("amp", "auto"))
+
+
+def test_non_finite_values_in_a_config_file_are_refused(tmp_path):
+    values = cfgs.build("synthetic").to_dict()
+    values["lr"] = float("nan")
+    (tmp_path / "config.json").write_text(json.dumps(values))   # json writes NaN
+    with pytest.raises(cfgs.ConfigError, match="--lr nan must be a finite number"):
+        cfgs.load(tmp_path / "config.json")
 
 
 def test_config_and_resume_together_are_refused(tmp_path, capsys):
@@ -143,6 +213,9 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     killed_at = load_checkpoint(broken / "last.pt")["epoch"]
     assert 1 <= killed_at < epochs, "the run must be killed mid-way for this test to mean anything"
 
+    config = json.loads((broken / "config.json").read_text())   # as runs of earlier versions wrote it
+    config["amp"] = {"fp32": "off"}.get(config.pop("dtype"), "auto")
+    (broken / "config.json").write_text(json.dumps(config))
     assert run_main(["--resume", broken]) == 0
     a = load_checkpoint(whole / "last.pt")
     b = load_checkpoint(broken / "last.pt")
@@ -170,14 +243,13 @@ def test_torchrun_two_processes_on_gloo_keep_identical_weights(tmp_path):
 
 def test_init_starts_from_the_given_weights(tmp_path):
     from models import get_model
-    from utils.engine import Run
+    from utils.train_setup import build_network
     torch.manual_seed(7)
     source = get_model("LRRNet").state_dict()
     torch.save(source, tmp_path / "release_format.pth")   # a raw state_dict, as the release publishes
     overrides = cfgs.parse_overrides([str(a) for a in TINY[2:]])
     cfg = cfgs.build("synthetic", dict(overrides, init=str(tmp_path / "release_format.pth"), target_prior=0.01))
-    run = Run(cfg, tmp_path / "run")
-    got = run.net.state_dict()
+    got = build_network(cfg, torch.device("cpu")).state_dict()
     assert set(got) == set(source)
     for key, value in source.items():   # every tensor, the target head's bias included (no prior applied over it)
         assert torch.equal(got[key].cpu(), value), key
@@ -198,3 +270,75 @@ def test_bad_init_is_refused_before_anything_is_written(tmp_path, capsys, conten
     err = capsys.readouterr().err
     assert message in err and str(path) in err
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- the train state
+
+
+def test_train_state_round_trip(tmp_path):
+    from models import get_model
+    from utils.checkpoint import atomic_save
+    from utils.train_state import TrainState
+    cfg = cfgs.build("synthetic", {"ema_decay": 0.9, "epochs": 3})
+    x = torch.rand(2, 1, 32, 32)
+
+    def step(state):
+        d, t = state.net(x)
+        loss = torch.sigmoid(t).mean() + d.mean()
+        state.optimizer.zero_grad()
+        loss.backward()
+        state.optimizer.step()
+        state.scheduler.step()
+        state.ema.update_parameters(state.net)
+
+    torch.manual_seed(0)
+    a = TrainState(cfg, get_model("LRRNet", dropout=0.0), steps_per_epoch=4)
+    for _ in range(2):     # Adam's moments, the schedule and the EMA away from their start
+        step(a)
+    a.epoch, a.best, a.best_epoch, a.nonfinite_in_row = 2, 0.5, 1, 1
+    a.history.append({"epoch": 1, "loss": 0.25})
+    atomic_save(a.state_dict(), tmp_path / "state.pt")
+
+    torch.manual_seed(1)
+    b = TrainState(cfg, get_model("LRRNet", dropout=0.0), steps_per_epoch=4)
+    b.load_state_dict(load_checkpoint(tmp_path / "state.pt"))   # through torch.save / weights_only load
+
+    def same(x, y):
+        if isinstance(x, torch.Tensor):
+            return torch.equal(x, y)
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        if isinstance(x, (list, tuple)):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y
+
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert same(sa[key], sb[key]), key
+    assert (b.epoch, b.best, b.best_epoch, b.nonfinite_in_row, b.lr) == (2, 0.5, 1, 1, a.lr)
+    step(a)
+    step(b)                # and they go on alike
+    for key, value in a.net.state_dict().items():
+        assert torch.equal(value, b.net.state_dict()[key]), key
+
+
+def test_non_finite_losses_skip_steps_then_stop_with_a_command_to_go_on(tmp_path, capsys, monkeypatch):
+    from utils import engine
+
+    class NanLoss(engine.LRRLoss):
+        def forward(self, d, t, image, mask):
+            loss, parts = super().forward(d, t, image, mask)
+            return loss * float("nan"), parts
+
+    monkeypatch.setattr(engine, "LRRLoss", NanLoss)
+    out = tmp_path / "run"
+    # 3 steps an epoch, patience 4: epoch 1 skips all 3 and is saved, epoch 2 stops at its first step
+    assert run_main([*TINY, "--epochs", 3, "--nan-patience", 4, "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert "4 non-finite steps in a row at epoch 2" in err
+    assert "python run_configs.py --config synthetic" in err and f"--init {out / 'last.pt'}" in err
+    assert "--lr 0.0002" in err and "--grad-clip 1.0" in err   # 10x below the config's 2e-3, clipped
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 1 and last["history"][0]["skipped"] == 3 and last["nonfinite_in_row"] == 3
+    assert last["scheduler"]["last_epoch"] == 3   # the schedule stepped once for each skipped iteration

@@ -1,15 +1,57 @@
-"""Training configuration: one frozen dataclass, named configs, and type-checked command-line overrides.
+"""Training configuration: one frozen dataclass, named configs, and the command line generated from it.
 
-Precedence: dataclass defaults < named config < command line. Every named config
-says in its comments why a value differs from the default.
+Precedence: dataclass defaults < named config < command line. Every field carries a help
+sentence, and where it has them its choices and allowed range; ``add_arguments`` turns them
+into ``--key value`` options (booleans ``--flag`` / ``--no-flag`` / ``--flag true|false``), and
+``validate`` applies the same checks to a config.json. Every named config says in its comments
+why a value differs from the default. Recipes and datasets: docs/protocols.md.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from utils.cli import DEVICE_PATTERN, BoolFlag
+
+
+class ConfigError(ValueError):
+    """A bad config name, key or value; the message lists the valid choices."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The numbers a field accepts: low <= x (or low < x), and x <= high (or x < high) when high is set."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = self.high is None or (x < self.high if self.high_open else x <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        low = f"{self.low:g} {'<' if self.low_open else '<='} x"
+        if self.high is None:
+            return f"x {'>' if self.low_open else '>='} {self.low:g}"
+        return f"{low} {'<' if self.high_open else '<='} {self.high:g}"
+
+
+AT_LEAST_0, AT_LEAST_1, ABOVE_0 = Range(0), Range(1), Range(0, low_open=True)
+FRACTION, FRACTION_BELOW_1 = Range(0, 1), Range(0, 1, high_open=True)
+
+
+def option(default: Any, help: str, choices: tuple[str, ...] = (), bounds: Range | None = None) -> Any:
+    """Return a dataclass field whose metadata holds its --help sentence, choices and allowed range."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "range": bounds})
 
 
 @dataclass(frozen=True)
@@ -17,70 +59,87 @@ class TrainConfig:
     """Everything a run needs; saved as config.json in the run directory and inside every checkpoint."""
 
     # data
-    dataset: str = "SIRSTv1"        # a release name (-> ./datasets/NAME) or a path; see datasets/README.md
-    data_root: str = ""             # overrides dataset when set
-    layout: str = "auto"            # auto, folder, sirst, basicirstd
-    val_fraction: float = 0.1       # val subset carved from the training frames where a layout has no val split
-    val_seed: int = 0
-    crop_size: int = 256            # random training crops (0: whole frames, batch 1 or base_size)
-    base_size: int = 0              # > 0: resize every training frame to base_size x base_size (the release)
-    target_prob: float = 0.5        # chance that a crop is placed to contain a target
-    flip: bool = True
-    rot90: bool = True              # transposition and 90-degree rotations
-    sixteen_bit: str = "range"      # how 16-bit frames become [0, 1]: range or percentile
-    synthetic: bool = False         # generate synthetic scenes into the run directory instead of reading data
-    synthetic_frames: int = 96      # trainval frames (test gets half as many)
-    synthetic_size: int = 128
-    # model
-    model: str = "LRRNet"
-    dropout: float = 0.2
-    target_prior: float = 0.0       # > 0: start the target head at this probability (bias = logit); 0: PyTorch init
-    init: str = ""                  # start from these weights (a run_configs.py .pt or a release state_dict): fine-tuning
-    # optimisation
-    epochs: int = 400
-    batch_size: int = 8
-    steps_per_epoch: int = 0        # 0: one pass over the training frames; > 0: that many sampled batches
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    schedule: str = "poly"          # poly (the release), cosine, constant; stepped every iteration
-    poly_power: float = 0.9
-    warmup_iters: int = 0
-    min_lr_ratio: float = 0.0       # cosine floor as a fraction of lr
-    grad_clip: float = 0.0          # max gradient norm; 0: off
-    ema_decay: float = 0.0          # exponential moving average of the weights; 0: off
-    loss: str = "release"           # release: the release's effective loss exactly; weighted: the weights below
-    w_softiou: float = 1.0
-    w_l1: float = 0.0               # weight of mean(sigmoid(T)), a differentiable sparsity term
-    w_mse: float = 0.1
-    nan_patience: int = 5           # non-finite losses in a row before the run stops
+    dataset: str = option("SIRSTv1", "dataset: a release name (read from ./datasets/NAME) or a folder; "
+                                     "see datasets/README.md")
+    data_root: str = option("", "dataset folder; overrides --dataset when set")
+    layout: str = option("auto", "how the dataset folder is organised (auto: detected)",
+                         ("auto", "folder", "sirst", "basicirstd"))
+    val_fraction: float = option(0.1, "fraction of the training frames kept for validation where the layout has "
+                                      "no val split of its own", bounds=FRACTION_BELOW_1)
+    val_seed: int = option(0, "seed of that validation subset")
+    crop_size: int = option(256, "side of the random training crops in px; 0: whole frames "
+                                 "(needs --batch-size 1 or --base-size)", bounds=AT_LEAST_0)
+    base_size: int = option(0, "resize every training frame to this square side in px first, as the release "
+                               "does; 0: keep the frames' sizes", bounds=AT_LEAST_0)
+    target_prob: float = option(0.5, "chance that a crop is placed so that it contains a target", bounds=FRACTION)
+    flip: bool = option(True, "random horizontal and vertical flips")
+    rot90: bool = option(True, "random transposition and 90-degree rotations")
+    sixteen_bit: str = option("range", "how 16-bit frames become [0, 1]: range divides by 65535, percentile "
+                                       "stretches each frame's 0.5-99.5 percentiles (raw sensor data)",
+                              ("range", "percentile"))
+    synthetic: bool = option(False, "train on generated scenes written into the run folder instead of a dataset")
+    synthetic_frames: int = option(96, "generated training + validation frames (the test split gets half as many)",
+                                   bounds=Range(4))
+    synthetic_size: int = option(128, "side of the generated frames in px", bounds=Range(32))
+    # model (docs/network.md)
+    model: str = option("LRRNet", "network architecture", ("LRRNet",))
+    dropout: float = option(0.2, "dropout rate of the network", bounds=FRACTION_BELOW_1)
+    target_prior: float = option(0.0, "start the target head at this probability (its bias set to the logit); "
+                                      "0: PyTorch's initialisation", bounds=FRACTION_BELOW_1)
+    init: str = option("", "start from the weights in this file (a run_configs.py checkpoint or the release's "
+                           "state_dict) with a fresh optimiser: fine-tuning")
+    # optimisation (docs/network.md for the loss)
+    epochs: int = option(400, "epochs to train", bounds=AT_LEAST_1)
+    batch_size: int = option(8, "frames per step on each process", bounds=AT_LEAST_1)
+    steps_per_epoch: int = option(0, "batches sampled per epoch; 0: one pass over the training frames",
+                                  bounds=AT_LEAST_0)
+    lr: float = option(1e-4, "peak learning rate of Adam", bounds=ABOVE_0)
+    weight_decay: float = option(0.0, "Adam's L2 weight decay", bounds=AT_LEAST_0)
+    schedule: str = option("poly", "learning-rate schedule, stepped every iteration (poly is the release's)",
+                           ("poly", "cosine", "constant"))
+    poly_power: float = option(0.9, "exponent of the poly schedule", bounds=AT_LEAST_0)
+    warmup_iters: int = option(0, "iterations of linear warm-up before the schedule", bounds=AT_LEAST_0)
+    min_lr_ratio: float = option(0.0, "floor of the cosine schedule as a fraction of --lr", bounds=FRACTION)
+    grad_clip: float = option(0.0, "largest gradient norm; larger gradients are scaled down (0: off)",
+                              bounds=AT_LEAST_0)
+    ema_decay: float = option(0.0, "keep an exponential moving average of the weights with this decay and "
+                                   "validate it beside them (0: off)", bounds=FRACTION_BELOW_1)
+    loss: str = option("release", "release: the release's loss value exactly; weighted: the three weights below",
+                       ("release", "weighted"))
+    w_softiou: float = option(1.0, "weight of the SoftIoU term (--loss weighted)", bounds=AT_LEAST_0)
+    w_l1: float = option(0.0, "weight of mean(sigmoid(T)), a differentiable sparsity term (--loss weighted)",
+                         bounds=AT_LEAST_0)
+    w_mse: float = option(0.1, "weight of the reconstruction MSE(D, image) (--loss weighted)", bounds=AT_LEAST_0)
+    nan_patience: int = option(5, "non-finite losses or gradients in a row before the run stops (each one "
+                                  "skips its step)", bounds=AT_LEAST_1)
     # validation and logging
-    val_every: int = 1
-    image_every: int = 5            # TensorBoard image grids every N validations
+    val_every: int = option(1, "validate every N epochs (and after the last)", bounds=AT_LEAST_1)
+    image_every: int = option(5, "write TensorBoard image grids every N validations", bounds=AT_LEAST_1)
     # runtime
-    device: str = "auto"            # auto, cpu, cuda, cuda:N
-    amp: str = "auto"               # auto (bf16 on CUDA where supported, else fp16; off on the CPU), off, bf16, fp16
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = 0
-    seed: int = 1
-    deterministic: bool = False
-    out: str = ""                   # run directory; default runs/<time>_<config>
-    config_name: str = "custom"
+    device: str = option("auto", "auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    dtype: str = option("auto", "compute precision: auto is bf16 on CUDA where supported, else fp16 "
+                                "(with a loss scaler), and fp32 on the CPU", ("auto", "fp32", "bf16", "fp16"))
+    channels_last: bool = option(True, "channels-last memory layout (faster convolutions)")
+    compile: bool = option(False, "compile the network with torch.compile")
+    workers: int = option(0, "data-loading worker processes", bounds=AT_LEAST_0)
+    seed: int = option(1, "seed of the weights' initialisation and of every epoch's sampling")
+    deterministic: bool = option(False, "deterministic algorithms only: a resumed run ends with bit-identical "
+                                        "weights")
+    out: str = option("", "run folder (default runs/<time>_<config name>)")
+    config_name: str = option("custom", "name recorded in the run folder's name and summary (set by --config)")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "layout": ("auto", "folder", "sirst", "basicirstd"),
-    "sixteen_bit": ("range", "percentile"),
-    "schedule": ("poly", "cosine", "constant"),
-    "loss": ("release", "weighted"),
-    "amp": ("auto", "off", "bf16", "fp16"),
-}
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+FIELD_TYPES: dict[str, type] = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+                                for f in fields(TrainConfig)}
+RENAMED = {"amp": "dtype"}              # old key -> new key, still read from old config.json files
+OLD_VALUES = {"amp": {"off": "fp32"}}   # old key -> {old value: new value}
 
-# The release recipe (LRRNET.md section 3): Adam 1e-4, poly 0.9 per iteration, 400 epochs,
+# The release recipe (docs/protocols.md): Adam 1e-4, poly 0.9 per iteration, 400 epochs,
 # batch 8, seed 1, the release's effective loss. Unlike the release, checkpoints are
 # selected on a validation split, never on test.
 _RELEASE = dict(epochs=400, batch_size=8, lr=1e-4, schedule="poly", loss="release", seed=1,
@@ -96,7 +155,7 @@ _SIRSTV1_CPU = dict(dataset="SIRSTv1",
                     loss="weighted", w_softiou=1.0, w_l1=0.2, w_mse=0.1,  # a real (differentiable) L1
                     target_prior=0.01,
                     val_every=4,
-                    amp="off")               # bf16 autocast: only 8% faster a step here (bench_train)
+                    dtype="fp32")            # bf16 autocast: only 8% faster a step here (bench_train)
 
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "irstd1k": ("release recipe on IRSTD-1K: frames resized to 512 x 512",
@@ -130,63 +189,48 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-class ConfigError(ValueError):
-    """A bad config name, key or value; the message lists the valid choices."""
+# ----------------------------------------------------------------------------- checking values
 
 
-def _convert(name: str, kind: type, text: str) -> Any:
-    """Return text converted to the field's type; ConfigError naming the field otherwise."""
-    try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        return kind(text)
-    except ValueError:
-        hint = "true or false" if kind is bool else f"a value of type {kind.__name__}"
-        raise ConfigError(f"--{name.replace('_', '-')} {text!r}: expected {hint}") from None
+def flag(key: str) -> str:
+    """Return the command-line option of a field: lr -> --lr, batch_size -> --batch-size."""
+    return "--" + key.replace("_", "-")
 
 
-FIELD_TYPES = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type] for f in fields(TrainConfig)}
+def check_value(key: str, value: Any) -> None:
+    """Raise ConfigError when value is outside the field's choices or range, or a float is nan or inf."""
+    meta = FIELDS[key].metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag(key)} {value!r} must be a finite number")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{flag(key)} {value!r} is not valid; choose one of {', '.join(meta['choices'])}")
+    if meta["range"] is not None and value not in meta["range"]:
+        raise ConfigError(f"{flag(key)} {value!r} is out of range: {meta['range']}")
+    if key == "device" and not DEVICE_PATTERN.match(value):
+        raise ConfigError(f"{flag(key)} {value!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
-# (low, high, high inclusive): values outside are refused before anything runs
-RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "epochs": (1, None, True), "batch_size": (1, None, True), "steps_per_epoch": (0, None, True),
-    "val_every": (1, None, True), "image_every": (1, None, True), "nan_patience": (1, None, True),
-    "crop_size": (0, None, True), "base_size": (0, None, True), "workers": (0, None, True),
-    "synthetic_frames": (4, None, True), "synthetic_size": (32, None, True), "warmup_iters": (0, None, True),
-    "lr": (0, None, True), "weight_decay": (0, None, True), "grad_clip": (0, None, True),
-    "val_fraction": (0, 1, False), "target_prob": (0, 1, True), "dropout": (0, 1, False),
-    "ema_decay": (0, 1, False), "target_prior": (0, 1, False), "min_lr_ratio": (0, 1, True),
-    "poly_power": (0, None, True), "w_softiou": (0, None, True), "w_l1": (0, None, True), "w_mse": (0, None, True),
-}
-
-
-def _check_range(key: str, value: Any) -> None:
-    """Raise ConfigError when a number lies outside its field's range."""
-    if key not in RANGES:
-        return
-    low, high, closed = RANGES[key]
-    above = high is not None and (value > high if closed else value >= high)
-    if value < low or above or (key == "lr" and value == 0):
-        top = "" if high is None else (f", at most {high}" if closed else f", below {high}")
-        raise ConfigError(f"--{key.replace('_', '-')} {value!r} is out of range: at least {low}{top}")
+def unknown_key(key: str) -> ConfigError:
+    """Return the error for a key that is no field: the rename it had, or the closest fields and the whole list."""
+    key = key.replace("-", "_")
+    if key in RENAMED:
+        return ConfigError(f"{flag(key)} is now {flag(RENAMED[key])}; choose one of "
+                           f"{', '.join(FIELDS[RENAMED[key]].metadata['choices'])}")
+    close = difflib.get_close_matches(key, FIELDS, n=3)
+    hint = f"did you mean {' or '.join(flag(k) for k in close)}? " if close else ""
+    return ConfigError(f"unknown option {flag(key)}; {hint}valid options: {', '.join(flag(k) for k in sorted(FIELDS))}")
 
 
 def validate(values: dict[str, Any]) -> None:
-    """Raise ConfigError for an unknown key, a wrong type or a value outside its choices."""
+    """Raise ConfigError for an unknown key, a wrong type or a value outside its choices or range."""
     for key, value in values.items():
         if key not in FIELD_TYPES:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(FIELD_TYPES))}")
+            raise unknown_key(key)
         kind = FIELD_TYPES[key]
-        if not (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) \
-                and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+        exact = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not exact and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
             raise ConfigError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"{key} {value!r} is not valid; choose one of {', '.join(CHOICES[key])}")
-        _check_range(key, value)
+        check_value(key, value)
 
 
 def build(name: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -201,34 +245,112 @@ def build(name: str | None = None, overrides: dict[str, Any] | None = None) -> T
     return TrainConfig(**{k: float(v) if FIELD_TYPES[k] is float else v for k, v in values.items()})
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Return {key: typed value} from ["--key", "value", "--flag=value", ...]; ConfigError on any bad item."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if not item.startswith("--"):
-            raise ConfigError(f"unexpected argument {item!r}; overrides look like --key value")
-        key, sep, text = item[2:].partition("=")
-        key = key.replace("-", "_")
-        if key not in FIELD_TYPES:
-            raise ConfigError(f"unknown option --{key.replace('_', '-')}; valid keys: "
-                              + ", ".join("--" + k.replace("_", "-") for k in sorted(FIELD_TYPES)))
-        if not sep:
-            if i + 1 >= len(items) or items[i + 1].startswith("--"):
-                raise ConfigError(f"--{key.replace('_', '-')} needs a value")
-            i += 1
-            text = items[i]
-        value = _convert(key, FIELD_TYPES[key], text)
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(f"--{key.replace('_', '-')} {value!r} is not valid; choose one of {', '.join(CHOICES[key])}")
-        out[key] = value
-        i += 1
-    return out
+def from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Return the config of a saved dict (config.json or a checkpoint's "config"); old keys such as amp are renamed."""
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old in values:
+            value = values.pop(old)
+            values.setdefault(new, OLD_VALUES.get(old, {}).get(value, value))
+    return build(None, values)
 
 
 def load(path: Path) -> TrainConfig:
-    """Return the config saved in a run directory's config.json."""
-    values = json.loads(Path(path).read_text())
-    validate(values)
-    return TrainConfig(**values)
+    """Return the config saved in a run folder's config.json."""
+    try:
+        return from_dict(json.loads(Path(path).read_text()))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def command_line(cfg: TrainConfig) -> list[str]:
+    """Return the options that rebuild cfg from its named config (those whose values differ from it)."""
+    base = build(cfg.config_name) if cfg.config_name in CONFIGS else TrainConfig()
+    argv = ["--config", cfg.config_name] if cfg.config_name in CONFIGS else []
+    for key, value in cfg.to_dict().items():
+        if value != getattr(base, key) and key not in ("out", "init", "config_name"):
+            argv += [flag(key), str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def describe(key: str) -> str:
+    """Return a field's help line: its sentence, then type, default, choices and range."""
+    f, kind = FIELDS[key], FIELD_TYPES[key]
+    default = str(f.default).lower() if kind is bool else repr(f.default) if kind is str else f"{f.default:g}"
+    facts = [kind.__name__, f"default {default}"]
+    if f.metadata["choices"]:
+        facts.append("choices " + ", ".join(f.metadata["choices"]))
+    if f.metadata["range"] is not None:
+        facts.append(f"range {f.metadata['range']}")
+    if kind is float:
+        facts.append("finite")
+    return f"{f.metadata['help']} [{'; '.join(facts)}]".replace("%", "%%")
+
+
+def _argument_type(key: str):
+    """Return the argparse type of a field: convert the text, then check it against the field."""
+    kind = FIELD_TYPES[key]
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        try:
+            check_value(key, value)
+        except ConfigError as err:   # argparse names the option itself
+            raise argparse.ArgumentTypeError(str(err).removeprefix(flag(key) + " ")) from None
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one option per TrainConfig field; only the options given end up in the namespace (see overrides)."""
+    group = parser.add_argument_group(
+        "config fields", "defaults below; a named config (--list) changes some; the command line changes any")
+    for key, kind in FIELD_TYPES.items():
+        if kind is bool:
+            group.add_argument(flag(key), dest=key, action=BoolFlag, default=argparse.SUPPRESS, help=describe(key))
+        else:
+            choices = FIELDS[key].metadata["choices"]
+            metavar = "{" + ",".join(choices) + "}" if choices else kind.__name__.upper()
+            group.add_argument(flag(key), dest=key, type=_argument_type(key), default=argparse.SUPPRESS,
+                               metavar=metavar, help=describe(key))
+
+
+def overrides(namespace: argparse.Namespace) -> dict[str, Any]:
+    """Return {field: value} for the config options given on the command line."""
+    return {k: v for k, v in vars(namespace).items() if k in FIELDS}
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """Return {field: typed value} from ["--key", "value", "--flag", ...]; ConfigError on any bad item."""
+    parser = ArgumentParser(add_help=False, allow_abbrev=False)
+    add_arguments(parser)
+    args, rest = parser.parse_known_args(argv)
+    refuse_leftovers(rest)
+    return overrides(args)
+
+
+def refuse_leftovers(rest: list[str]) -> None:
+    """Raise ConfigError for the first argument the parser did not take (an unknown option or a stray value)."""
+    if rest and rest[0].startswith("--"):
+        raise unknown_key(rest[0][2:].partition("=")[0])
+    if rest:
+        raise ConfigError(f"unexpected argument {rest[0]!r}; options look like --key value")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ConfigError instead of exiting, so main() returns the exit code."""
+
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+__all__ = ["CONFIGS", "ArgumentParser", "ConfigError", "Range", "TrainConfig", "add_arguments", "build",
+           "command_line", "from_dict", "load", "overrides", "parse_overrides", "refuse_leftovers",
+           "validate"]

@@ -1,0 +1,243 @@
+"""Setting a training run up: processes, determinism, the network (--init, target prior), data and the run folder.
+
+``setup`` checks the config, the --init file and the data before it writes anything, then
+creates the run folder (config.json, val_split.txt, train.log). Recipes and datasets: docs/protocols.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from models import CheckpointError, get_model, load_model
+from utils import RUNS_DIR
+from utils.cli import setup_logging, warn_once
+from utils.config import ConfigError, TrainConfig
+from utils.data import IRSTDDataset, resolve_data_root, write_names
+from utils.files import write_json
+from utils.runtime import select_device
+from utils.train_state import compute_dtype
+from utils.transforms import TrainTransform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The fixed facts of a run: its config, folder, process, device, compute dtype and data."""
+
+    cfg: TrainConfig
+    dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype
+    root: Path                  # the data root
+    train_set: IRSTDDataset
+    val_set: IRSTDDataset
+    steps: int                  # optimiser steps per epoch
+
+    @property
+    def main(self) -> bool:
+        """Return True on the process that writes files and logs (rank 0)."""
+        return self.rank == 0
+
+
+def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str) -> tuple[Run, nn.Module]:
+    """Return the run's facts and its network; writes nothing until the config, --init and data have been checked."""
+    rank, world, device = setup_distributed(cfg.device)
+    run_dir = agreed_run_dir(cfg, run_dir, world)
+    cfg = replace(cfg, out=str(run_dir))
+    set_determinism(cfg.deterministic, device)
+    seed_everything(cfg.seed)
+    net = build_network(cfg, device, init=not resume)
+    with data_warnings_held():
+        root = data_root(cfg, run_dir, rank, world)
+        train_set, val_set = build_datasets(cfg, root)
+    steps = cfg.steps_per_epoch or len(train_set) // (cfg.batch_size * world)
+    if steps < 1:
+        raise ConfigError(f"batch size {cfg.batch_size} x {world} process(es) exceeds the {len(train_set)} "
+                          "training frames; lower --batch-size")
+    run = Run(cfg, run_dir, rank, world, device, compute_dtype(cfg.dtype, device), root, train_set, val_set, steps)
+    open_run_dir(run, log_level)
+    return run, net
+
+
+def open_run_dir(run: Run, log_level: str) -> None:
+    """Create the run folder with config.json and val_split.txt, start train.log, log the data's warnings once."""
+    if run.main:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        write_json(run.dir / "config.json", run.cfg.to_dict())
+        write_names(run.val_set.names, run.dir / "val_split.txt")
+    setup_logging(log_level, log_file=run.dir / "train.log" if run.main else None, timestamps=True,
+                  quiet_rank=not run.main)
+    if run.main:
+        warn_once(log, run.train_set.warnings + run.val_set.warnings)
+    log.info("data %s (%s): train %d, val %d frames", run.root, run.train_set.layout, len(run.train_set),
+             len(run.val_set))
+
+
+def close_run_log() -> None:
+    """Close the handler that writes train.log (a test or notebook may train again in this process)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).name == "train.log":
+            root.removeHandler(handler)
+            handler.close()
+
+
+@contextlib.contextmanager
+def data_warnings_held():
+    """Hold back the warnings utils.data logs while it reads (the engine logs them once, after train.log opens)."""
+    logger = logging.getLogger("utils.data")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def build_network(cfg: TrainConfig, device: torch.device, init: bool = True) -> nn.Module:
+    """Return the network on device: the weights of cfg.init (when init), else a fresh one with the target prior."""
+    net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last)
+    if init and cfg.init:   # read and fitted before anything is written: a bad file fails here
+        try:
+            net.load_state_dict(load_model(Path(cfg.init))[0].state_dict(), strict=True)
+        except CheckpointError as err:
+            raise ConfigError(f"--init {cfg.init}: {err}") from None
+        except RuntimeError as err:
+            raise ConfigError(f"--init {cfg.init}: its network differs from {cfg.model} as configured "
+                              f"({str(err).splitlines()[0]})") from None
+        log.info("initialised from %s", cfg.init)
+    elif init and cfg.target_prior > 0:   # targets are ~1e-4 of the pixels: start near "no target"
+        with torch.no_grad():
+            net.out_conv.bias.fill_(math.log(cfg.target_prior / (1 - cfg.target_prior)))
+    return net.to(device)
+
+
+def for_training(net: nn.Module, run: Run) -> nn.Module:
+    """Return net wrapped for training: DistributedDataParallel under torchrun, torch.compile when asked."""
+    model = net
+    if run.world > 1:
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[run.device.index] if run.device.type == "cuda"
+                                                    else None)
+    return torch.compile(model) if run.cfg.compile else model
+
+
+def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
+    """Return the data root: generated synthetic scenes in the run folder, or the configured dataset."""
+    if not cfg.synthetic:
+        return resolve_data_root(cfg.data_root or cfg.dataset)
+    from utils.synthetic import write_dataset
+    root = run_dir / "synthetic"
+    done = root / ".complete"            # written last: a run killed while generating starts over
+    if rank == 0 and not done.is_file():
+        size = (cfg.synthetic_size, cfg.synthetic_size)
+        write_dataset(root, n_trainval=cfg.synthetic_frames, n_test=cfg.synthetic_frames // 2, size=size, seed=cfg.seed)
+        done.write_text("ok\n")
+    barrier(world)
+    return root
+
+
+def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDataset]:
+    """Return (train, val) datasets; val is the layout's own split or a seeded subset of the training frames."""
+    layout = None if cfg.layout == "auto" else cfg.layout
+    common = dict(layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
+    transform = TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
+                               rot90=cfg.rot90, base_size=cfg.base_size or None)
+    train = IRSTDDataset(root, "train", transform=transform, **common)
+    val = IRSTDDataset(root, "val", **common)
+    if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1 and len(set(train.sizes)) > 1:
+        raise ConfigError(f"the training frames of {root} have {len(set(train.sizes))} sizes, so whole-frame batches "
+                          f"of {cfg.batch_size} cannot be stacked; set --crop-size, --base-size or --batch-size 1")
+    return train, val
+
+
+def train_loader(cfg: TrainConfig, train: IRSTDDataset, epoch: int, rank: int, world: int,
+                 device: torch.device) -> DataLoader:
+    """Return this epoch's training loader (sampling seeded by seed and epoch; each rank its own share)."""
+    generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, rank))
+    if cfg.steps_per_epoch:
+        sampler = RandomSampler(train, replacement=True, num_samples=cfg.steps_per_epoch * cfg.batch_size,
+                                generator=generator)
+    elif world > 1:
+        sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(train, generator=generator)
+    return DataLoader(train, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+                      pin_memory=device.type == "cuda", generator=generator, persistent_workers=False)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """Return runs/<YYYYmmdd-HHMMSS>_<config name> under the project root."""
+    return RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}_{cfg.config_name}"
+
+
+# ----------------------------------------------------------------------------- processes, seeds, determinism
+
+
+def setup_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """Return (rank, world size, device); joins the torchrun process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = select_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=10))
+    return dist.get_rank(), world, device
+
+
+def agreed_run_dir(cfg: TrainConfig, run_dir: Path | None, world: int) -> Path:
+    """Return the run folder: run_dir, else --out, else a new timestamped one; every rank takes rank 0's."""
+    path = Path(run_dir) if run_dir else (Path(cfg.out) if cfg.out else default_run_dir(cfg))
+    if world > 1:
+        shared = [str(path)]
+        dist.broadcast_object_list(shared, src=0)
+        path = Path(shared[0])
+    return path
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (no-op for one process)."""
+    if world > 1:
+        dist.barrier()
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """Use deterministic algorithms only (bit-identical resume), or let cuDNN pick the fastest on CUDA."""
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
+
+
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
+    """Return the seed of one epoch on one rank (every epoch starts from a state that depends on nothing else)."""
+    return cfg.seed * 1_000_003 + epoch * 1009 + rank
