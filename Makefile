@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(VPY) benchmarks/bench_model.py
 	$(VPY) benchmarks/bench_train.py --bf16
 	$(VPY) benchmarks/bench_inference.py
+	$(VPY) benchmarks/bench_video.py
 	$(VPY) benchmarks/bench_metrics.py
 	$(VPY) benchmarks/bench_data.py
 

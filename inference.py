@@ -13,8 +13,10 @@ per 8-connected component of T > 0.5: centroid, box, area, peak and mean probabi
 
 Frames of one size are batched; frames above --tile-above pixels run as blended tiles
 (utils/predict.py). float32 is the default because the exported maps are what gets scored;
---dtype bf16 is 2-4x faster on a CPU. An unreadable frame is named and skipped, the rest are
-written, exit code 1; errors that stop the run (bad checkpoint, data root, options) exit 2.
+--dtype bf16 is 2-4x faster on a CPU with AVX512-BF16 or AMX (emulated, much slower, elsewhere).
+Videos (--video, or --data-root of a box-labelled video dataset) stream through utils/runner.py.
+An unreadable frame or video is named and skipped, the rest are written, exit code 1; errors
+that stop the run (bad checkpoint, data root, options) exit 2.
 """
 from __future__ import annotations
 

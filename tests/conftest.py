@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from utils import ROOT
+
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 DATASETS = SHARED / "datasets"

@@ -138,3 +138,17 @@ def test_predict_options_refuse_bad_tiles():
         PredictOptions(tile=32, overlap=32)
     with pytest.raises(ValueError, match="multiple of 8"):
         PredictOptions(tile=30, overlap=4)
+
+
+def test_bf16_on_a_cpu_without_native_support_warns(net, monkeypatch, caplog):
+    import utils.runtime
+
+    monkeypatch.setattr(utils.runtime, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        Predictor(get_model("LRRNet"), torch.device("cpu"), "bf16")
+    assert "no native bfloat16" in caplog.text and "--dtype fp32" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(utils.runtime, "cpu_has_native_bf16", lambda: True)
+    with caplog.at_level("WARNING"):
+        Predictor(get_model("LRRNet"), torch.device("cpu"), "bf16")
+    assert caplog.text == ""

@@ -26,7 +26,7 @@ from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
 from utils.config import ConfigError, TrainConfig
 from utils.data import IRSTDDataset, resolve_data_root, write_names
-from utils.files import write_json
+from utils.files import atomic_write_text, write_json
 from utils.runtime import select_device
 from utils.train_state import compute_dtype
 from utils.transforms import TrainTransform
@@ -147,7 +147,7 @@ def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
     if rank == 0 and not done.is_file():
         size = (cfg.synthetic_size, cfg.synthetic_size)
         write_dataset(root, n_trainval=cfg.synthetic_frames, n_test=cfg.synthetic_frames // 2, size=size, seed=cfg.seed)
-        done.write_text("ok\n")
+        atomic_write_text(done, "ok\n")
     barrier(world)
     return root
 

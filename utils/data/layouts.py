@@ -434,8 +434,7 @@ def list_split(
     indexing); the default decodes every frame and mask, which also finds corrupt files and
     mask/frame size mismatches.
     """
-    indexed = _index(root, split, layout, val_fraction, val_seed, index)
-    samples, warnings = indexed.splits[split], indexed.warnings
+    samples, warnings = index_split(root, split, layout, val_fraction, val_seed, index)
     if decode:
         _, notes = _verify(samples, keep=False)
         warnings += notes

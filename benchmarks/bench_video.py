@@ -1,0 +1,114 @@
+"""Frames/s of ``inference.py --video`` against a plain per-frame loop, in one run, on the CPU.
+
+    python benchmarks/bench_video.py                          # a 300-frame 320 x 256 clip, 3 rounds
+    python benchmarks/bench_video.py --frames 150 --rounds 5 --checkpoint checkpoints/lrrnet_sirst_v1.pt
+
+The clip is generated (synthetic sky/terrain scene, sensor noise, a small target moving across
+it) and written as a 3-channel grey mp4, like the IR-Drone-Video files. Paths, same weights:
+  plain DTYPE   the obvious loop: cv2.VideoCapture.read, grey, / 255, one forward per frame
+                (utils.runtime.Predictor, same dtype), sigmoid, utils.predict.detect_targets
+  ours DTYPE    inference.main(["--video", ...]): decoding on a thread ahead of the network,
+                detections.csv/json written at the end
+Each round runs every path once, in turn; a path's time is its median over rounds, for the
+whole job (model load included). ratio = plain time of the same dtype / path time.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import inference  # noqa: E402
+from models import load_model  # noqa: E402
+from utils import ROOT  # noqa: E402
+from utils.predict import detect_targets  # noqa: E402
+from utils.runtime import Predictor  # noqa: E402
+from utils.synthetic import make_scene  # noqa: E402
+
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "lrrnet_sirst_v1.pt"
+
+
+def write_clip(path: Path, n: int, height: int = 256, width: int = 320, seed: int = 0) -> Path:
+    """Write an n-frame grey mp4: one synthetic scene, fresh sensor noise per frame, a 3 px target moving right."""
+    scene, _ = make_scene(seed, height, width)
+    rng = np.random.default_rng(seed)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (width, height))
+    for i in range(n):
+        frame = scene.astype(np.float32) + rng.normal(0, 2, scene.shape)
+        col = 10 + (i * 2) % (width - 20)
+        frame[height // 3:height // 3 + 3, col:col + 3] += 60
+        writer.write(cv2.cvtColor(np.clip(frame, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def plain_loop(checkpoint: Path, video: Path, dtype: str) -> int:
+    """Run the per-frame loop over the video; return the number of detections (so nothing is optimised away)."""
+    net, _ = load_model(checkpoint)
+    predictor = Predictor(net, torch.device("cpu"), dtype)
+    capture = cv2.VideoCapture(str(video))
+    found = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        grey = frame[..., 0].astype(np.float32) / 255.0
+        _, t = predictor(torch.from_numpy(grey)[None, None])
+        found += len(detect_targets(torch.sigmoid(t)[0, 0].numpy()))
+    capture.release()
+    return found
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Time the paths; print a markdown table; return its rows (seconds, frames/s, ratio to plain)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=300, help="frames in the clip (default 300)")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds; the median is reported")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="weights (default the shipped "
+                        "SIRST v1 checkpoint)")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = write_clip(tmp / "clip.mp4", args.frames)
+        paths = {}
+        for dtype in args.dtypes:
+            paths[f"plain {dtype}"] = lambda out, d=dtype: plain_loop(args.checkpoint, video, d)
+            paths[f"ours {dtype}"] = lambda out, d=dtype: inference.main(
+                ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
+                 "--quiet", "--log-level", "warning"])
+        plain_loop(args.checkpoint, video, args.dtypes[0])  # warm-up: first-call costs paid by nobody
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for r in range(args.rounds):
+            for name, fn in paths.items():
+                start = time.perf_counter()
+                fn(tmp / f"out_{name.replace(' ', '_')}_{r}")
+                times[name].append(time.perf_counter() - start)
+                print(f"round {r + 1}/{args.rounds} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    rows = []
+    for name, values in times.items():
+        t = statistics.median(values)
+        ref = statistics.median(times["plain " + name.split()[-1]])
+        rows.append({"path": name, "seconds": t, "fps": args.frames / t, "ratio": ref / t})
+    cpu = platform.processor() or platform.machine()
+    print(f"# CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{args.frames} frames of 320 x 256, median of {args.rounds} rounds, whole job incl. model load")
+    print("| path | s for all frames | frames/s | ratio to plain, same dtype |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['path']} | {r['seconds']:.2f} | {r['fps']:.1f} | {r['ratio']:.2f}x |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
