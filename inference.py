@@ -98,9 +98,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.score and (args.images is not None or args.video is not None):
         parser.error("--score needs labels: use --data-root or --dataset (score a bare video with cal_from_mask.py "
                      "--boxes LABELS.csv)")
-    if args.images is not None and (args.every != 1 or args.confirm or args.save_maps):
-        parser.error("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
-                     "box-labelled video dataset)")
     if args.confirm is not None:
         try:
             args.confirm = parse_confirm(args.confirm)
@@ -138,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         carve = {"val_fraction": config.get("val_fraction", 0.1), "val_seed": config.get("val_seed", 0)}
         videos = None
         if args.video is not None:
-            videos, samples, warnings, source = list_videos(args.video), [], [], args.video
+            videos, samples, warnings, source = list_videos(args.video, args.out), [], [], args.video
         elif args.images is not None:
             samples, warnings = folder_samples(args.images)
             source = args.images
@@ -155,12 +152,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if videos is None and (args.every != 1 or args.confirm or args.save_maps):
         return fail("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
                     "box-labelled video dataset)")
-    out = args.out if args.out is not None else RESULTS_DIR / (args.dataset or (source.stem if source.is_file() else source.name))
+    name = args.dataset or (source.stem if source.is_file() else source.name)
+    out = args.out if args.out is not None else RESULTS_DIR / name
     opts = PredictOptions(batch_size=args.batch_size or default_batch_size(device), tile=args.tile,
                           tile_above=args.tile_above if args.tiling else math.inf, overlap=args.overlap)
-    if videos is not None:
-        code = run_videos(args, predictor, videos, out, opts, device, source)
-        return max(code, score_videos(args, out, source)) if args.score else code
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # an unwritable --out is found before any frame is run
+        if videos is not None:
+            code = run_videos(args, predictor, videos, out, opts, device, source)
+            return max(code, score_videos(args, out, source)) if args.score else code
+        return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta)
+    except OSError as error:  # the output folder: read-only, a file, full
+        return fail(f"cannot write to {out} ({error.strerror or error}): pass a writable --out")
+
+
+def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sample], warnings: list[str], out: Path,
+               opts: PredictOptions, device, source: Path, carve: dict, meta: dict) -> int:
+    """Run a split or a folder of frames, write OUT's files, score with --score; return 0, 1 (skipped frames) or 2."""
     start = time.perf_counter()
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -198,14 +206,17 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
                               progress=not args.quiet)
         frames += report.frames
         seconds += report.seconds
+        if report.warning is not None:
+            log.warning("%s: %s", path.name, report.warning)
         if report.error is not None:
             errors[path.stem] = report.error
-            log.warning("skipped %s: %s", path.name, report.error)
+            log.warning("%s %s: %s", "stopped" if report.frames else "skipped", path.name, report.error)
         else:
             log.info("%s: %d frames, %.1f frames/s", path.name, len(report.frames),
                      len(report.frames) / report.seconds if report.seconds else 0.0)
     meta = {"checkpoint": str(args.checkpoint), "source": str(source), "videos": [p.stem for p in videos],
             "every": args.every, "confirm": "/".join(map(str, args.confirm)) if args.confirm else None,
+            "save_maps": args.save_maps,
             "confirm_radius_px": args.confirm_radius if args.confirm else None, "device": str(device),
             "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
     write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])

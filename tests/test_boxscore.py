@@ -7,8 +7,9 @@ import pytest
 
 import cal_from_mask
 from tests.conftest import ROOT
+from utils.data.video import target_class
 from utils.boxscore import (CURVE_THRESHOLDS, BoxScoreError, inside_grown_box, read_box_labels, read_detections,
-                            score_boxes, video_class)
+                            score_boxes)
 
 # Edge-coordinate box (10, 20, 4, 3) grown by 2 px: x in [8, 16], y in [18, 25]; a centre-coordinate
 # centroid is inside when 7.5 <= cx <= 15.5 and 17.5 <= cy <= 24.5.
@@ -80,7 +81,7 @@ def test_coordinate_conversion_and_grown_border():
 def test_labels_are_read_with_absent_targets_and_classes(case):
     labels = read_box_labels(case[0])
     assert labels[("IR_DRONE_001", 0)] == DRONE_BOX and labels[("IR_DRONE_001", 1)] is None and len(labels) == 10
-    assert video_class("IR_BIRD_001") == "BIRD" and video_class("plain") == "plain"
+    assert target_class("IR_BIRD_001") == "BIRD" and target_class("plain") == "plain"
 
 
 def test_scores_by_hand(case):

@@ -124,12 +124,36 @@ def test_cli_on_a_folder_with_a_broken_video(videos, tmp_path, capsys):
     assert not list(out.glob("*.tmp*"))
 
 
+def test_cli_refuses_clashing_names_and_an_overlay_over_its_input(videos, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip_a.mp4").write_bytes((videos / "clip_a.mp4").read_bytes())
+    (folder / "clip_a.avi").write_bytes((videos / "clip_a.mp4").read_bytes())
+    ckpt = random_checkpoint(tmp_path / "random.pt")
+    assert inference.main(["--checkpoint", str(ckpt), "--video", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "share a name" in capsys.readouterr().err
+    (folder / "clip_a.avi").unlink()
+    assert inference.main(["--checkpoint", str(ckpt), "--video", str(folder), "--out", str(folder), "--overlay"]) == 2
+    assert "would overwrite the input video" in capsys.readouterr().err
+    assert (folder / "clip_a.mp4").read_bytes() == (videos / "clip_a.mp4").read_bytes()
+
+
+def test_unwritable_out_is_one_line(videos, tmp_path, capsys):
+    ckpt = random_checkpoint(tmp_path / "random.pt")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    code = inference.main(["--checkpoint", str(ckpt), "--video", str(videos / "clip_b.mp4"), "--out",
+                           str(blocker / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write to") and "Traceback" not in err
+
+
 def test_cli_refuses_a_missing_video_and_video_only_options(tmp_path, capsys):
     ckpt = random_checkpoint(tmp_path / "random.pt")
     assert inference.main(["--checkpoint", str(ckpt), "--video", str(tmp_path / "absent.mp4")]) == 2
     assert "absent.mp4 does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        inference.main(["--checkpoint", str(ckpt), "--images", str(tmp_path), "--every", "2"])
+    cv2.imwrite(str(tmp_path / "frame.png"), np.zeros((16, 16), np.uint8))
+    assert inference.main(["--checkpoint", str(ckpt), "--images", str(tmp_path), "--every", "2"]) == 2
     assert "apply to videos only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         inference.main(["--checkpoint", str(ckpt), "--video", str(tmp_path), "--confirm", "4/3"])

@@ -54,6 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.data.video import target_class
 from utils.files import atomic_write, write_json
 from utils.metrics import find_components
 
@@ -74,12 +75,6 @@ class BoxScoreError(ValueError):
 
 
 Box = tuple[float, float, float, float]  # x, y, w, h in pixel-edge coordinates
-
-
-def video_class(video: str) -> str:
-    """Return the class of a video: the second '_'-separated field of its name (IR_BIRD_001 -> BIRD)."""
-    parts = video.split("_")
-    return parts[1] if len(parts) >= 2 and parts[1] else video
 
 
 def frame_name(video: str, frame: int) -> str:
@@ -158,6 +153,8 @@ class Detections:
     pred_dir: Path
     min_threshold: float = DEFAULT_THRESHOLD  # the inference's threshold: peak_prob is meaningful from here up
     errors: list[str] = field(default_factory=list)  # what the inference reported as failed (videos or frames)
+    maps_saved: bool | None = None  # the run's --save-maps (None: not recorded); False: maps in img/ are not this run's
+    confirm: str | None = None  # the run's --confirm K/N: its maps are from before confirmation
 
 
 def read_detections(pred_dir: str | Path) -> Detections:
@@ -203,8 +200,11 @@ def read_detections(pred_dir: str | Path) -> Detections:
               for e in (list(errors) if isinstance(errors, dict) else errors)]
     threshold = content.get("threshold", DEFAULT_THRESHOLD)
     threshold = float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_THRESHOLD
+    maps_saved = content.get("save_maps") if isinstance(content.get("save_maps"), bool) else None
+    confirm = content.get("confirm") if isinstance(content.get("confirm"), str) else None
     return Detections(frames, sizes, np.asarray(frame_of, np.int64), np.asarray(xs, np.float64),
-                      np.asarray(ys, np.float64), np.asarray(peaks, np.float64), pred_dir, threshold, errors)
+                      np.asarray(ys, np.float64), np.asarray(peaks, np.float64), pred_dir, threshold, errors,
+                      maps_saved, confirm)
 
 
 # ----------------------------------------------------------------------------- matching
@@ -386,7 +386,7 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
     n = len(frames)
     boxes = np.array([labels[k] if labels[k] is not None else (np.nan,) * 4 for k in frames], np.float64).reshape(n, 4)
     has_target = ~np.isnan(boxes[:, 0])
-    classes = np.array([video_class(v) for v, _ in frames], dtype=object)
+    classes = np.array([target_class(v) for v, _ in frames], dtype=object)
 
     # detections of the scored frames, renumbered to 0..n-1
     new_index = np.full(len(detections.frames), -1, np.int64)
@@ -397,7 +397,10 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
     inside = inside_grown_box(detections.x[scored], detections.y[scored], boxes[frame_of])
     peak = detections.peak[scored]
 
-    missing_maps = [frame_name(*k) for k in frames if not map_path(detections.pred_dir, *k).is_file()]
+    if detections.maps_saved is False:  # maps in img/ (if any) were written by another run into this folder
+        missing_maps = [frame_name(*k) for k in frames]
+    else:
+        missing_maps = [frame_name(*k) for k in frames if not map_path(detections.pred_dir, *k).is_file()]
     if curve == "maps" and missing_maps:
         raise BoxScoreError(f"{len(missing_maps)} of {n} scored frame(s) have no map in {detections.pred_dir / 'img'} "
                             f"(first {missing_maps[0]}): rerun inference.py --video --save-maps, or use --curve peaks")
@@ -409,6 +412,9 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
                             f"{detections.pred_dir / 'img'}: rerun inference.py --video --save-maps, or use a "
                             f"threshold >= {detections.min_threshold:g}")
     thresholds = np.asarray(CURVE_THRESHOLDS, np.float64)
+    if use_maps and detections.confirm:
+        notes.append(f"the maps are from before --confirm {detections.confirm}: the curve from them ignores the "
+                     "temporal confirmation")
     if use_maps:
         both = np.append(thresholds, threshold)
         det_all, fa_all = _map_counts(detections.pred_dir, frames, sizes, boxes, both, workers)

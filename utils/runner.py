@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.data import DataError, Sample, fit_mask, read_frame, read_mask
-from utils.data.video import iter_video_frames
+from utils.data.video import iter_video_frames, open_video
 from utils.files import write_png
 from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
 from utils.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
@@ -158,31 +158,43 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".w
 DECODE_AHEAD = 4  # batches decoded ahead of the network (a few frames: memory stays flat)
 
 
-def list_videos(path: Path) -> list[Path]:
-    """Return [path] for a file, or the video files (by extension, sorted) in a folder; DataError when none."""
+def list_videos(path: Path, out: Path | None = None) -> list[Path]:
+    """Return [path] for a file, or the video files (by extension, sorted) in a folder; DataError when none.
+
+    Two videos with one stem (a.mp4, a.avi) would write the same outputs, and an overlay OUT/STEM.mp4
+    that is an input video would overwrite it: both are refused, naming the files.
+    """
     path = Path(path)
     if path.is_file():
-        return [path]
-    if path.is_dir():
+        found = [path]
+    elif path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         if not found:
             raise DataError(f"folder {path} holds no video ({', '.join(VIDEO_EXTENSIONS)}): pass a video or a folder "
                             "of them")
-        return found
-    raise DataError(f"video {path} does not exist: pass a video file or a folder of videos")
+    else:
+        raise DataError(f"video {path} does not exist: pass a video file or a folder of videos")
+    by_stem: dict[str, list[str]] = {}
+    for video in found:
+        by_stem.setdefault(video.stem, []).append(video.name)
+    clashes = [names for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise DataError(f"videos {', '.join(clashes[0])} in {path} share a name, so their outputs would too: rename "
+                        "all but one")
+    if out is not None:
+        for video in found:
+            if (Path(out) / f"{video.stem}.mp4").resolve() == video.resolve():
+                raise DataError(f"the overlay {Path(out) / video.name} would overwrite the input video: pass another "
+                                "--out")
+    return found
 
 
 def video_info(path: Path) -> tuple[int, float]:
     """Return (frame count as the container states it, frames per second); DataError when OpenCV cannot open it."""
     import cv2
 
-    if not path.is_file():
-        raise DataError(f"video {path} does not exist: check the path")
-    capture = cv2.VideoCapture(str(path))
+    capture = open_video(path)
     try:
-        if not capture.isOpened():
-            raise DataError(f"video {path} cannot be opened by OpenCV (corrupt, or a codec it lacks): re-encode it "
-                            "as H.264 .mp4, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4")
         return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
         capture.release()
@@ -193,13 +205,18 @@ class VideoReport:
     """What one video gave: processed frames as (keys, entry) for utils.outputs.write_detections, the error if any."""
 
     frames: list[tuple[dict, dict]] = field(default_factory=list)
-    error: str | None = None
+    error: str | None = None  # the video could not be read (at all, or from some frame on)
+    warning: str | None = None  # e.g. fewer frames decoded than the container states
     seconds: float = 0.0
 
 
 def _batched_frames(path: Path, every: int, batch_size: int, stop: threading.Event,
                     out: queue.Queue) -> None:
-    """Decode the video (every n-th frame) into batches of (indices, frames) on `out`; then None, or the DataError."""
+    """Decode the video (every n-th frame) into batches of (indices, frames) on `out`; then None, or the exception.
+
+    Any exception goes on the queue (the consumer re-raises what is not a DataError), so the
+    consumer never waits for a batch that will not come.
+    """
     batch: list[tuple[int, np.ndarray]] = []
     try:
         for index, frame in iter_video_frames(path, every=every):
@@ -212,7 +229,7 @@ def _batched_frames(path: Path, every: int, batch_size: int, stop: threading.Eve
         if batch:
             out.put(batch)
         out.put(None)
-    except DataError as error:
+    except BaseException as error:  # noqa: B902 -- handed to the consumer thread, which decides
         out.put(error)
 
 
@@ -247,7 +264,9 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
             while (item := batches.get()) is not None:
                 if isinstance(item, DataError):
                     report.error = str(item)
-                    break
+                    raise _Stopped  # leaves the overlay unwritten (a partial video is not renamed into place)
+                if isinstance(item, BaseException):
+                    raise item
                 frames = [frame.astype(np.float32) / np.float32(255.0) for _, frame in item]  # 8-bit / 255
                 probs, _ = predict_maps(predictor, frames, opts)
                 for (index, frame), prob in zip(item, probs):
@@ -261,6 +280,8 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
                     if save_maps:
                         write_png(out / "img" / f"{stem}_{index:06d}.png", to_uint8(prob))
                 bar.update(len(item))
+    except _Stopped:
+        pass
     finally:
         stop.set()
         while decoder.is_alive():  # unblock a decoder waiting on a full queue
@@ -270,4 +291,14 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
                 decoder.join(0.05)
         bar.close()
     report.seconds = time.perf_counter() - start
+    expected = -(-total // every) if total else 0
+    if report.error is None and expected and len(report.frames) < expected - 1:
+        report.warning = (f"decoded {len(report.frames)} of the {expected} frames its header promises (every {every}): "
+                          "the file may be truncated")
+    if report.error is not None and report.frames:
+        report.error += f" (after {len(report.frames)} frames, whose detections are kept; no overlay written)"
     return report
+
+
+class _Stopped(Exception):
+    """The decoder reported a DataError: stop this video, keep what was done."""

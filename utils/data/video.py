@@ -174,9 +174,9 @@ def split_stems(root: str | os.PathLike, split: str) -> list[str]:
 
 
 def target_class(stem: str) -> str:
-    """Return the class of a video stem: its second "_" field (IR_BIRD_001 -> "BIRD"), "" when it has none."""
+    """Return the class of a video stem: its second "_" field (IR_BIRD_001 -> "BIRD"), the stem itself without one."""
     parts = stem.split("_")
-    return parts[1] if len(parts) >= 3 else ""
+    return parts[1] if len(parts) >= 2 and parts[1] else stem
 
 
 def index_videos(root: str | os.PathLike, split: str, labels: dict | None = None) -> list[VideoItem]:
@@ -210,7 +210,7 @@ def index_videos(root: str | os.PathLike, split: str, labels: dict | None = None
 # ----------------------------------------------------------------------------- decoding
 
 
-def _open_video(path: Path) -> cv2.VideoCapture:
+def open_video(path: Path) -> cv2.VideoCapture:
     """Return an opened capture of the video; DataError naming the file when it is missing or unreadable."""
     if not path.is_file():
         raise DataError(f"video {path} does not exist: restore it, or remove its stem from the split list")
@@ -243,7 +243,7 @@ def iter_video_frames(path: str | os.PathLike, every: int = 1, start: int = 0) -
     if every < 1 or start < 0:
         raise ValueError(f"every={every} must be >= 1 and start={start} >= 0 (frame indices, 0-based)")
     path = Path(path)
-    capture = _open_video(path)
+    capture = open_video(path)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         index = 0
@@ -268,7 +268,7 @@ def iter_video_frames(path: str | os.PathLike, every: int = 1, start: int = 0) -
 def count_frames(path: str | os.PathLike) -> int:
     """Return the number of decodable frames of a video (counted by decoding, not read from the header)."""
     path = Path(path)
-    capture = _open_video(path)
+    capture = open_video(path)
     n = 0
     try:
         while capture.grab():
