@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import add_device, add_log_level, fail, positive_int, setup_logging
+from utils.cli import BoolFlag, add_device, add_log_level, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root
 from utils.files import atomic_write, atomic_write_text, write_json
 from utils.runtime import select_device
@@ -315,7 +315,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=positive_int, default=None,
                         help="measure N frames spread evenly over the split (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/lowrank/NAME)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_device(parser)
     add_log_level(parser)
     return parser.parse_args(argv)
