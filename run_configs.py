@@ -5,12 +5,16 @@
     python run_configs.py --config sirstv1_cpu --data-root datasets/SIRST-v1
     python run_configs.py --config nudt --epochs 50 --lr 2e-4 --batch-size 4 --device cuda --out runs/nudt50
     python run_configs.py --resume runs/20261125-2200_sirstv1_cpu [--epochs 150]
+    python run_configs.py --config synthetic --out runs/demo --overwrite   # replace the run already in runs/demo
     torchrun --nproc_per_node 2 run_configs.py --config synthetic --device cpu   # DDP (gloo on the CPU)
 
 Every config field below is an option: --key value, booleans --flag / --no-flag / --flag true|false.
 Precedence: field defaults < named config < command line. Unknown options and bad values are
-refused (exit code 2) before anything is written. The run folder gets config.json, train.log,
-TensorBoard events (tb/), val_split.txt, last.pt, best.pt (best val IoU) and summary.json.
+refused (exit code 2) before anything is written, as are a --out folder that already holds a run
+(continue it with --resume, or replace it with --overwrite), an unreadable --init or last.pt, and
+a bad frame or mask in any split the run reads (train, val and test, all decoded up front).
+The run folder gets config.json, train.log, TensorBoard events (tb/), val_split.txt, last.pt,
+best.pt (best val IoU) and summary.json.
 Exit codes: 0 done, 1 the run diverged (the message says how to go on), 2 bad command line, data or file.
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 from models import CheckpointError
 from utils import config as cfgs
-from utils.cli import EXIT_OK, EXIT_PARTIAL, add_log_level, fail
+from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, add_log_level, fail
 from utils.data import DataError
 from utils.runtime import select_device
 
@@ -40,6 +44,10 @@ def build_parser() -> cfgs.ArgumentParser:
                         help="continue a run from RUN_DIR/last.pt with its own config.json; only "
                              f"{', '.join(cfgs.flag(k) for k in RESUMABLE)} may change")
     parser.add_argument("--list", action="store_true", help="list the named configs")
+    parser.add_argument("--overwrite", action=BoolFlag, default=False,
+                        help="a new run whose --out folder already holds a run removes that run's files first "
+                             "(config.json, train.log, tb/, val_split.txt, *.pt, summary.json, synthetic/) once "
+                             "the config, weights and data have been checked; without it such a folder is refused")
     add_log_level(parser)
     cfgs.add_arguments(parser)
     return parser
@@ -58,6 +66,9 @@ def resolve(args: argparse.Namespace, rest: list[str]) -> cfgs.TrainConfig:
     if args.config and args.resume:
         raise cfgs.ConfigError("give --config NAME for a new run or --resume RUN_DIR, not both "
                                "(a resumed run keeps its own config.json)")
+    if args.resume and args.overwrite:
+        raise cfgs.ConfigError(f"--overwrite replaces a run with a new one; --resume {args.resume} continues it: "
+                               "give one of them")
     overrides = cfgs.overrides(args)
     if args.resume:
         if not (args.resume / "config.json").is_file() or not (args.resume / "last.pt").is_file():
@@ -95,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from utils.engine import NonFiniteLoss, train  # heavy imports only once the command line is valid
     try:
-        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level)
+        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
+              overwrite=args.overwrite)
     except (DataError, CheckpointError, cfgs.ConfigError) as err:
         return fail(str(err))
     except NonFiniteLoss as err:

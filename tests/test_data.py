@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -396,6 +397,50 @@ def test_masks_zero_one_zero_255_colour_and_empty(tmp_path):
         assert read.dtype == np.uint8 and np.array_equal(read, mask), name
     empty = read_mask(write(tmp_path / "empty.png", np.zeros((9, 11), np.uint8)))
     assert empty.shape == (9, 11) and empty.sum() == 0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.nan, "non-finite values"),
+    (np.inf, "non-finite values"),
+    (1.5, "values outside [0, 1]"),
+    (-0.25, "values outside [0, 1]"),
+])
+def test_float_tiff_frames_with_bad_values_are_named(tmp_path, capsys, bad, message):
+    root = make_folder(tmp_path / "ds")
+    frame = np.full((24, 32), 0.5, np.float32)
+    frame[5, 6] = bad
+    (root / "test" / "images" / "test_002.png").unlink()
+    tif = write(root / "test" / "images" / "test_002.tif", frame)
+    with pytest.raises(DataError, match=re.escape(message)) as error:
+        read_frame(tif)
+    assert str(tif) in str(error.value)
+    for check in (lambda: list_split(root, "test"), lambda: IRSTDDataset(root, "test", cache=False)):
+        with pytest.raises(DataError, match=re.escape(message)):   # found when the split is checked
+            check()
+    assert data.main(["--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tif) in err and message in err and "warnings: none" not in err
+    write(tif, np.clip(np.nan_to_num(frame, posinf=1.0), 0, 1))
+    assert np.array_equal(read_frame(tif), np.clip(np.nan_to_num(frame, posinf=1.0), 0, 1))
+
+
+def test_non_binary_and_whole_frame_masks_warn(tmp_path, capsys):
+    root = make_folder(tmp_path / "ds")
+    grey = root / "trainval" / "masks" / "trainval_001.png"
+    mask = cv2.imread(str(grey), cv2.IMREAD_GRAYSCALE)
+    mask[0, :3] = (60, 128, 200)                       # anti-aliased edge: 3 levels besides 0 and 255
+    write(grey, mask)
+    full = write(root / "test" / "masks" / "test_003.png", np.full((24, 32), 255, np.uint8))
+    assert set(np.unique(read_mask(grey))) == {0, 1}   # still read: pixels above half the maximum are target
+    _, train_notes = list_split(root, "trainval")
+    _, test_notes = list_split(root, "test")
+    assert len(train_notes) == 1 and str(grey) in train_notes[0] and "not binary" in train_notes[0]
+    assert "3 other level(s)" in train_notes[0]
+    assert len(test_notes) == 1 and str(full) in test_notes[0] and "whole 32x24 frame" in test_notes[0]
+    assert IRSTDDataset(root, "test").warnings == test_notes
+    assert data.main(["--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "warnings (2):" in out and str(grey) in out and str(full) in out
 
 
 def test_empty_mask_frame_is_a_valid_sample(tmp_path):

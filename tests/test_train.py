@@ -145,6 +145,94 @@ def test_missing_data_is_refused_before_anything_is_written(tmp_path, capsys):
     assert not out.exists()
 
 
+# the smallest real run: 1 step, 8 generated 32 x 32 frames (4 for test); seconds on a busy 2-core CPU
+SMALL = ["--config", "synthetic", "--synthetic-frames", "8", "--synthetic-size", "32", "--epochs", "1",
+         "--steps-per-epoch", "1", "--batch-size", "2", "--crop-size", "32", "--device", "cpu"]
+
+
+def small_data(root):
+    from utils.synthetic import write_dataset
+    return write_dataset(root, n_trainval=8, n_test=4, size=(32, 32))
+
+
+def test_out_folder_holding_a_run_is_refused_and_overwrite_replaces_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()                                              # an empty folder is fine
+    (out / "notes.txt").write_text("mine")                   # so are files no run writes
+    assert run_main([*SMALL, "--out", out]) == 0
+    first = {name: (out / name).read_bytes() for name in ("config.json", "last.pt", "summary.json")}
+    capsys.readouterr()
+    assert run_main([*SMALL, "--lr", "1e-3", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} already holds a run" in err and f"--resume {out}" in err and "--overwrite" in err
+    assert {name: (out / name).read_bytes() for name in first} == first
+    assert run_main(["--resume", out, "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert run_main([*SMALL, "--lr", "1e-3", "--out", out, "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-3
+    assert (out / "notes.txt").read_text() == "mine" and (out / "train.log").read_text().count("training ") == 1
+
+
+def test_bad_test_frame_is_refused_before_anything_is_written(tmp_path, capsys):
+    root = small_data(tmp_path / "data")
+    bad = sorted((root / "test" / "masks").iterdir())[1]
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "run"
+    assert run_main([*SMALL, "--no-synthetic", "--data-root", root, "--out", out]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_dataset_warnings_are_logged_once(tmp_path, capsys):
+    import cv2
+    root = small_data(tmp_path / "data")
+    grey = sorted((root / "trainval" / "masks").iterdir())[0]
+    mask = cv2.imread(str(grey), cv2.IMREAD_GRAYSCALE)
+    mask[0, 0] = 100
+    cv2.imwrite(str(grey), mask)
+    full = sorted((root / "test" / "masks").iterdir())[0]
+    cv2.imwrite(str(full), np.full((32, 32), 255, np.uint8))
+    out = tmp_path / "run"
+    assert run_main([*SMALL, "--no-synthetic", "--data-root", root, "--out", out]) == 0
+    err, log = capsys.readouterr().err, (out / "train.log").read_text()
+    for path, words in ((grey, "is not binary"), (full, "whole 32x32 frame")):
+        assert err.count(f"mask {path} {words}") == 1 or err.count(f"mask {path} marks the {words}") == 1, err
+        assert log.count(str(path)) == 1
+
+
+def test_truncated_last_pt_is_named_with_the_way_on(tmp_path, capsys):
+    from tests.conftest import random_checkpoint
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(cfgs.build("synthetic").to_dict()))
+    whole = random_checkpoint(tmp_path / "whole.pt").read_bytes()
+    (out / "last.pt").write_bytes(whole[: len(whole) // 3])
+    assert run_main(["--resume", out]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "last.pt") in err and "no loadable best.pt" in err and len(err.strip().splitlines()) == 1
+    random_checkpoint(out / "best.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert run_main(["--resume", out]) == 2
+    err = capsys.readouterr().err
+    assert str(out / "last.pt") in err and f"--init {out / 'best.pt'}" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    torch.save({"model": torch.load(out / "best.pt")["model"]}, out / "last.pt")   # weights only: no training state
+    assert run_main(["--resume", out]) == 2
+    assert "not a training checkpoint (no optimizer" in capsys.readouterr().err
+
+
+def test_init_with_non_finite_weights_is_refused(tmp_path, capsys):
+    from tests.conftest import random_checkpoint
+    path, out = random_checkpoint(tmp_path / "diverged.pt"), tmp_path / "run"
+    ckpt = torch.load(path)
+    ckpt["model"]["out_conv.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(ckpt, path)
+    assert run_main([*SMALL, "--init", path, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert f"--init {path} holds non-finite weights" in err and "out_conv.weight" in err
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- loss
 
 

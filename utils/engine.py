@@ -22,16 +22,15 @@ from tqdm import tqdm
 
 from models import get_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, rng_state, set_rng_state, unwrap
-from utils.cli import warn_once
-from utils.config import ConfigError, TrainConfig, command_line
+from utils.config import TrainConfig, command_line
 from utils.data import IRSTDDataset
 from utils.files import write_json
 from utils.losses import LRRLoss
 from utils.metrics import Evaluator
 from utils.runtime import autocast
 from utils.train_log import EpochLog
-from utils.train_setup import (Run, barrier, close_run_log, data_warnings_held, epoch_seed, for_training,
-                               seed_everything, setup, train_loader)
+from utils.train_setup import (Run, barrier, close_run_log, epoch_seed, for_training, read_last, seed_everything,
+                               setup, train_loader)
 from utils.train_state import TrainState
 
 __all__ = ["NonFiniteLoss", "evaluate", "train", "train_one_epoch", "validate"]
@@ -45,16 +44,21 @@ class NonFiniteLoss(RuntimeError):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, log_level: str = "info") -> dict:
-    """Train a run (new, or resumed from RUN/last.pt) to cfg.epochs; score best.pt and last.pt on test; return the summary."""
+def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, log_level: str = "info",
+          overwrite: bool = False) -> dict:
+    """Train a run (new, or resumed from RUN/last.pt) to cfg.epochs; score best.pt and last.pt on test; return the summary.
+
+    A new run refuses a folder that already holds one (utils.config.ConfigError) unless overwrite, which
+    removes the old run's files once everything has been checked.
+    """
     deterministic = torch.are_deterministic_algorithms_enabled()
     epoch_log = None
     try:
-        run, net = setup(cfg, run_dir, resume, log_level)   # config, --init and data checked before any file is written
+        run, net, last = setup(cfg, run_dir, resume, log_level, overwrite)   # all checked before any file is written
         cfg = run.cfg
         state = TrainState(run.cfg, net, run.steps, run.dtype)
         if resume:
-            resume_from(state, run)
+            resume_from(state, run, last)
         model = for_training(net, run)                       # DDP and torch.compile wrappers
         loss_fn = LRRLoss(cfg.loss, cfg.w_softiou, cfg.w_l1, cfg.w_mse)
         epoch_log = EpochLog(run.dir, cfg.epochs, cfg.image_every, enabled=run.main)
@@ -183,12 +187,7 @@ def validate(state: TrainState, run: Run) -> dict:
 
 def score_on_test(state: TrainState, run: Run) -> dict:
     """Score best.pt and last.pt once on the test split; write summary.json (rank 0) and return it."""
-    cfg = run.cfg
-    with data_warnings_held():
-        test = IRSTDDataset(run.root, "test", layout=None if cfg.layout == "auto" else cfg.layout,
-                            val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
-    if run.main:
-        warn_once(log, test.warnings, seen=set(run.train_set.warnings + run.val_set.warnings))
+    cfg, test = run.cfg, run.test_set     # checked at setup, its warnings logged there
     summary = {"config": cfg.config_name, "run_dir": str(run.dir), "epochs": state.epoch, "data_root": str(run.root),
                "n_test": len(test), "code_revision": code_revision(), "world_size": run.world}
     if run.world > 1:
@@ -254,17 +253,11 @@ def save_checkpoints(state: TrainState, run: Run, val: dict | None, improved: bo
     atomic_save(checkpoint(state, run), run.dir / "last.pt")
 
 
-def resume_from(state: TrainState, run: Run) -> None:
-    """Load RUN/last.pt into state and restore the RNGs; ConfigError when this launch differs from the saved one."""
+def resume_from(state: TrainState, run: Run, ckpt: dict | None = None) -> None:
+    """Load RUN/last.pt (ckpt: as setup read and checked it) into state and restore the RNGs."""
     path = run.dir / "last.pt"
-    ckpt = load_checkpoint(path)
-    saved_world = ckpt.get("world_size", 1)
-    if saved_world != run.world:
-        raise ConfigError(f"{path} was trained by {saved_world} process(es), this launch has {run.world}: "
-                          "resume with the same --nproc_per_node")
-    if ckpt.get("amp_dtype", str(run.dtype)) != str(run.dtype):
-        raise ConfigError(f"{path} was trained with {ckpt['amp_dtype']}, this device resolves --dtype "
-                          f"{run.cfg.dtype} to {run.dtype}: resume on the same kind of device")
+    if ckpt is None:
+        ckpt = read_last(run.dir, run.world, run.dtype, run.cfg.dtype)
     state.load_state_dict(ckpt)
     set_rng_state(ckpt["rng"])
     log.info("resumed %s at epoch %d (best val IoU %.4f at epoch %d)", path, state.epoch, state.best, state.best_epoch)

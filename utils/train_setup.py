@@ -1,7 +1,9 @@
 """Setting a training run up: processes, determinism, the network (--init, target prior), data and the run folder.
 
-``setup`` checks the config, the --init file and the data before it writes anything, then
-creates the run folder (config.json, val_split.txt, train.log). Recipes and datasets: docs/protocols.md.
+``setup`` checks the config, the run folder (a new run never writes over an old one unless
+--overwrite), the --init file or the --resume last.pt, and every split the run will read
+(train, val and test, decoded) before it writes anything, then creates the run folder
+(config.json, val_split.txt, train.log). Recipes and datasets: docs/protocols.md.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from models import CheckpointError, get_model, load_model
+from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
 from utils.config import ConfigError, TrainConfig
@@ -32,6 +35,9 @@ from utils.train_state import compute_dtype
 from utils.transforms import TrainTransform
 
 log = logging.getLogger(__name__)
+RUN_FILES = ("config.json", "last.pt", "best.pt", "summary.json", "synthetic")   # a folder with one of these holds a run
+RUN_ITEMS = RUN_FILES + ("train.log", "val_split.txt", "tb")                     # what --overwrite removes
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "best_epoch", "history", "rng")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Run:
     root: Path                  # the data root
     train_set: IRSTDDataset
     val_set: IRSTDDataset
+    test_set: IRSTDDataset      # checked (decoded) at setup, read again when scored at the end
     steps: int                  # optimiser steps per epoch
 
     @property
@@ -55,24 +62,94 @@ class Run:
         return self.rank == 0
 
 
-def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str) -> tuple[Run, nn.Module]:
-    """Return the run's facts and its network; writes nothing until the config, --init and data have been checked."""
+def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
+          overwrite: bool = False) -> tuple[Run, nn.Module, dict | None]:
+    """Return the run's facts, its network and (resume) the last.pt to continue from.
+
+    Writes nothing until the run folder, --init or last.pt, and all three splits have been
+    checked; with overwrite, the run files of --out are removed only then (synthetic data: before
+    it is generated).
+    """
     rank, world, device = setup_distributed(cfg.device)
     run_dir = agreed_run_dir(cfg, run_dir, world)
     cfg = replace(cfg, out=str(run_dir))
+    dtype = compute_dtype(cfg.dtype, device)
+    if not resume:
+        check_out_dir(run_dir, overwrite)
+    last = read_last(run_dir, world, dtype, cfg.dtype) if resume else None
     set_determinism(cfg.deterministic, device)
     seed_everything(cfg.seed)
     net = build_network(cfg, device, init=not resume)
+    if overwrite and cfg.synthetic and rank == 0:
+        clear_run_dir(run_dir)          # the old run's generated scenes must not be reused
     with data_warnings_held():
         root = data_root(cfg, run_dir, rank, world)
-        train_set, val_set = build_datasets(cfg, root)
+        train_set, val_set, test_set = build_datasets(cfg, root)
     steps = cfg.steps_per_epoch or len(train_set) // (cfg.batch_size * world)
     if steps < 1:
         raise ConfigError(f"batch size {cfg.batch_size} x {world} process(es) exceeds the {len(train_set)} "
                           "training frames; lower --batch-size")
-    run = Run(cfg, run_dir, rank, world, device, compute_dtype(cfg.dtype, device), root, train_set, val_set, steps)
+    if overwrite and not cfg.synthetic and rank == 0:
+        clear_run_dir(run_dir)
+    barrier(world)
+    run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps)
     open_run_dir(run, log_level)
-    return run, net
+    return run, net, last
+
+
+def check_out_dir(path: Path, overwrite: bool) -> None:
+    """Raise ConfigError when path is a file, or holds a run and overwrite is not set (an empty folder is fine)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder: give another --out")
+    held = sorted(p.name for p in path.iterdir() if p.name in RUN_ITEMS)
+    if not held or overwrite:
+        return
+    go_on = (f"continue it with --resume {path}, " if (path / "config.json").is_file() and (path / "last.pt").is_file()
+             else "")
+    raise ConfigError(f"--out {path} already holds a run ({', '.join(held)}): {go_on}give another --out, "
+                      "or add --overwrite to replace it")
+
+
+def clear_run_dir(path: Path) -> None:
+    """Remove the files a run writes (RUN_ITEMS and their .tmp leftovers) from path; other files stay."""
+    if not path.is_dir():
+        return
+    for item in path.iterdir():
+        if item.name.removesuffix(".tmp") not in RUN_ITEMS:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+    log.info("--overwrite: removed the earlier run in %s", path)
+
+
+def read_last(run_dir: Path, world: int, dtype: torch.dtype, dtype_name: str) -> dict:
+    """Return RUN/last.pt for --resume; CheckpointError (pointing to best.pt when that loads) or ConfigError if unfit."""
+    path = run_dir / "last.pt"
+    try:
+        ckpt = load_checkpoint(path)
+        missing = [key for key in RESUME_KEYS if key not in ckpt]
+        if missing:
+            raise CheckpointError(f"checkpoint {path} is not a training checkpoint (no {', '.join(missing)})")
+    except CheckpointError as err:
+        best = run_dir / "best.pt"
+        try:
+            load_checkpoint(best)
+            hint = f"start a new run from {best} with --init {best} and another --out"
+        except CheckpointError:
+            hint = "no loadable best.pt beside it either; start a new run"
+        raise CheckpointError(f"--resume {run_dir}: {err}; cannot resume: {hint}") from None
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != world:
+        raise ConfigError(f"{path} was trained by {saved_world} process(es), this launch has {world}: "
+                          "resume with the same --nproc_per_node")
+    if ckpt.get("amp_dtype", str(dtype)) != str(dtype):
+        raise ConfigError(f"{path} was trained with {ckpt['amp_dtype']}, this device resolves --dtype "
+                          f"{dtype_name} to {dtype}: resume on the same kind of device")
+    return ckpt
 
 
 def open_run_dir(run: Run, log_level: str) -> None:
@@ -84,9 +161,9 @@ def open_run_dir(run: Run, log_level: str) -> None:
     setup_logging(log_level, log_file=run.dir / "train.log" if run.main else None, timestamps=True,
                   quiet_rank=not run.main)
     if run.main:
-        warn_once(log, run.train_set.warnings + run.val_set.warnings)
-    log.info("data %s (%s): train %d, val %d frames", run.root, run.train_set.layout, len(run.train_set),
-             len(run.val_set))
+        warn_once(log, run.train_set.warnings + run.val_set.warnings + run.test_set.warnings)
+    log.info("data %s (%s): train %d, val %d, test %d frames", run.root, run.train_set.layout, len(run.train_set),
+             len(run.val_set), len(run.test_set))
 
 
 def close_run_log() -> None:
@@ -115,12 +192,17 @@ def build_network(cfg: TrainConfig, device: torch.device, init: bool = True) -> 
     net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last)
     if init and cfg.init:   # read and fitted before anything is written: a bad file fails here
         try:
-            net.load_state_dict(load_model(Path(cfg.init))[0].state_dict(), strict=True)
+            weights = load_model(Path(cfg.init))[0].state_dict()
+            net.load_state_dict(weights, strict=True)
         except CheckpointError as err:
             raise ConfigError(f"--init {cfg.init}: {err}") from None
         except RuntimeError as err:
             raise ConfigError(f"--init {cfg.init}: its network differs from {cfg.model} as configured "
                               f"({str(err).splitlines()[0]})") from None
+        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ConfigError(f"--init {cfg.init} holds non-finite weights (NaN or Inf in {len(bad)} tensor(s), "
+                              f"e.g. {bad[0]}): give weights saved before the run diverged, e.g. its best.pt")
         log.info("initialised from %s", cfg.init)
     elif init and cfg.target_prior > 0:   # targets are ~1e-4 of the pixels: start near "no target"
         with torch.no_grad():
@@ -152,18 +234,20 @@ def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
     return root
 
 
-def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDataset]:
-    """Return (train, val) datasets; val is the layout's own split or a seeded subset of the training frames."""
+def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDataset, IRSTDDataset]:
+    """Return (train, val, test) datasets, every file decoded and checked; val is the layout's own split or a
+    seeded subset of the training frames; test (scored at the end) is not kept in memory."""
     layout = None if cfg.layout == "auto" else cfg.layout
     common = dict(layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
     transform = TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
                                rot90=cfg.rot90, base_size=cfg.base_size or None)
     train = IRSTDDataset(root, "train", transform=transform, **common)
     val = IRSTDDataset(root, "val", **common)
+    test = IRSTDDataset(root, "test", cache=False, **common)   # decoded now: a bad test frame fails before training
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1 and len(set(train.sizes)) > 1:
         raise ConfigError(f"the training frames of {root} have {len(set(train.sizes))} sizes, so whole-frame batches "
                           f"of {cfg.batch_size} cannot be stacked; set --crop-size, --base-size or --batch-size 1")
-    return train, val
+    return train, val, test
 
 
 def train_loader(cfg: TrainConfig, train: IRSTDDataset, epoch: int, rank: int, world: int,

@@ -11,8 +11,10 @@ rgb_to_gray; JPEG: the stored luma channel) and differs by a few grey levels fro
 ``cv2.cvtColor`` BT.601 and from PIL's ``convert("L")``. A colour frame whose three colour
 channels are equal (grey stored as colour) gives that channel, as IMREAD_GRAYSCALE does. 16-bit
 and float colour frames keep ``cv2.cvtColor`` BT.601 (alpha ignored): IMREAD_GRAYSCALE would
-cut them to 8 bits. Masks (0/1 or 0/255, grey or colour) become uint8 {0, 1}; an empty mask is
-valid.
+cut them to 8 bits. Float frames (TIFF) are read as they are and must hold finite values in
+[0, 1] (a DataError names "non-finite values" or "values outside [0, 1]"). Masks (0/1 or 0/255,
+grey or colour) become uint8 {0, 1}; an empty mask is valid; a mask with other levels than 0
+and one foreground value, or one covering the whole frame, is read with a warning.
 
 Files are decoded with ``cv2.imdecode`` from bytes read in Python, so non-ASCII paths work.
 ``frame_to_unit`` scales an array already in memory the same way; having no file bytes, it
@@ -189,13 +191,25 @@ def _to_unit(grey: np.ndarray, path: Path, sixteen_bit: str) -> np.ndarray:
         scale = max(float(high) - float(low), 1.0)  # a flat frame maps to 0, never divides by zero
         return np.clip((grey.astype(np.float32) - np.float32(low)) / np.float32(scale), 0.0, 1.0)
     if grey.dtype in (np.float32, np.float64):
-        if np.isfinite(grey).all() and grey.min() >= 0.0 and grey.max() <= 1.0:
-            return grey.astype(np.float32)
-        raise DataError(
-            f"frame {path} holds floating-point values in [{np.nanmin(grey):g}, {np.nanmax(grey):g}]: "
-            "only float frames already in [0, 1] are read; save it as 8- or 16-bit"
-        )
+        _check_float(grey, path)
+        return grey.astype(np.float32)
     raise DataError(f"frame {path} has pixel type {grey.dtype}: save it as an 8- or 16-bit image")
+
+
+def _check_float(grey: np.ndarray, path: Path | str) -> None:
+    """Raise DataError naming the frame when a float frame holds NaN/Inf or values outside [0, 1]."""
+    finite = np.isfinite(grey)
+    if not finite.all():
+        raise DataError(
+            f"frame {path} holds non-finite values ({int((~finite).sum())} NaN or Inf pixels): "
+            "export it again, or save it as an 8- or 16-bit image"
+        )
+    low, high = float(grey.min()), float(grey.max())
+    if low < 0.0 or high > 1.0:
+        raise DataError(
+            f"frame {path} holds values outside [0, 1] (from {low:g} to {high:g}): float frames are read as "
+            "they are, so scale it into [0, 1] or save it as an 8- or 16-bit image"
+        )
 
 
 def _check_sixteen_bit(sixteen_bit: str) -> None:
@@ -243,8 +257,43 @@ def _binarise(array: np.ndarray) -> np.ndarray:
     return (array > top / 2).astype(np.uint8)
 
 
+def _mask_notes(array: np.ndarray, mask: np.ndarray, path: Path) -> list[str]:
+    """Return warnings for a mask as stored (array) and binarised (mask): not binary, or target everywhere."""
+    notes = []
+    grey = array.max(axis=2) if array.ndim == 3 else array
+    top = grey.max()
+    if top > 0:
+        other = (grey != 0) & (grey != top)
+        if other.any():
+            levels = np.unique(grey[other])
+            notes.append(
+                f"mask {path} is not binary: besides 0 and {top:g} it holds {levels.size} other level(s) "
+                f"({', '.join(f'{v:g}' for v in levels[:4])}{', ...' if levels.size > 4 else ''}) in "
+                f"{int(other.sum())} pixels; those above {top / 2:g} count as target. Save masks as 0/255 PNG "
+                "(no JPEG, no anti-aliasing)"
+            )
+    if mask.size and mask.all():
+        notes.append(
+            f"mask {path} marks the whole {mask.shape[1]}x{mask.shape[0]} frame as target: check that it is not "
+            "inverted (targets white on a black background)"
+        )
+    return notes
+
+
+def _read_mask_checked(path: Path) -> tuple[np.ndarray, list[str]]:
+    """Return (the mask as uint8 H x W in {0, 1}, warnings: not binary, or covering the whole frame)."""
+    array = _decode(path)[0]
+    mask = _binarise(array)
+    return mask, _mask_notes(array, mask, path)
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Return the mask as uint8 H x W in {0, 1} (0/1 or 0/255 files, grey or colour; empty masks allowed)."""
+    """Return the mask as uint8 H x W in {0, 1} (0/1 or 0/255 files, grey or colour; empty masks allowed).
+
+    Pixels above half the mask's maximum are target. Datasets (and ``python -m utils.data``)
+    warn about a mask that holds other levels than 0 and one foreground value, or whose target
+    covers the whole frame.
+    """
     return _binarise(_decode(Path(path))[0])
 
 
@@ -275,10 +324,13 @@ def fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], sample: Sample) -> tup
 def _load_native(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[str], str]:
     """Return (grey frame as stored: uint8/uint16/float, mask {0,1} at the frame's size or None, warnings, kind)."""
     grey, kind = _read_grey(sample.image)
+    if grey.dtype.kind == "f":
+        _check_float(grey, sample.image)  # found when the split is checked, not when the frame is first used
     if sample.mask is None:
         return grey, None, [], kind
-    mask, warnings = fit_mask(read_mask(sample.mask), grey.shape, sample)
-    return grey, mask, warnings, kind
+    mask, notes = _read_mask_checked(Path(sample.mask))
+    mask, warnings = fit_mask(mask, grey.shape, sample)
+    return grey, mask, notes + warnings, kind
 
 
 def load_pair(sample: Sample, sixteen_bit: str = "range") -> tuple[np.ndarray, np.ndarray | None, list[str]]:
