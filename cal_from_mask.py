@@ -8,7 +8,14 @@ forces one kind) and scores each at its own size, p > 0.5 (definitions: docs/met
 library is utils/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/roc.png
 (OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
 predictions are missing (listed), unreadable, logits instead of probabilities, or of another
-aspect ratio than their mask.
+aspect ratio than their mask (re-export the prediction at the frame's size), and when --out is a
+file or read-only (found before scoring). An 8-bit PNG holding only 0 and 1 (a binary map saved
+as 0/1, not x 255) is read as that binary map, with one warning per folder. A split whose masks
+hold no target reports Pd, recall, F1 and AUC as undefined (null, "-") with a warning.
+
+One run per folder: when PRED/manifest.json (written by inference.py) exists, map files it does
+not list (another run's) or listed files that are missing are refused, naming a few; a folder
+without one (another tool's predictions) is scored with a warning that it cannot be checked.
 
     python cal_from_mask.py --boxes ../shared/datasets/IR-Drone-Video/labels.csv --pred results/video
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 import time
@@ -76,10 +84,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def unwritable(out: Path) -> str | None:
+    """Return the one-line error for an --out the report cannot be written to (a file, read-only), else None."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder: pass a folder (new or existing) as --out"
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        return f"cannot write the report to {out} (read-only): pass a writable --out"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Score a prediction folder; print the table, write metrics.json and roc.png; return 0, or 2 on an error."""
     args = parse_args(argv)
     setup_logging(args.log_level)
+    problem = unwritable(args.out if args.out is not None else args.pred)  # found before any scoring
+    if problem is None and args.json is not None:
+        problem = unwritable(args.json.parent) or (f"--json {args.json} is a folder: pass a file name"
+                                                   if args.json.is_dir() else None)
+    if problem is not None:
+        return fail(problem)
     if args.boxes is not None:
         return main_boxes(args)
     if args.threshold is not None or args.curve is not None:

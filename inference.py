@@ -9,7 +9,13 @@ Every frame runs at its native size (the network pads to a multiple of 8 inside 
 back); 8-bit frames are divided by 255 as the release does. Written atomically under OUT
 (utils/outputs.py): mat/STEM.mat ('T' probabilities, 'D' reconstruction), img/STEM.png
 (round(255 T)), with --overlay overlay/STEM.png, and detections.csv / detections.json (one row
-per 8-connected component of T > 0.5: centroid, box, area, peak and mean probability).
+per 8-connected component of T > 0.5: centroid, box, area, peak and mean probability), and last
+manifest.json (checkpoint and its sha256, source, split, options, every file written).
+
+One --out folder holds one run: a folder that is not empty is refused (exit 2, nothing touched);
+--overwrite first removes an earlier run's outputs (only files this project writes: a folder
+holding anything else is refused). The scorers refuse a folder whose files its manifest does
+not list (two runs mixed).
 
 Frames of one size are batched; frames above --tile-above pixels run as blended tiles
 (utils/predict.py). float32 is the default because the exported maps are what gets scored;
@@ -35,7 +41,7 @@ from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_le
 from utils.data import IMAGE_EXTENSIONS, LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
     index_split, index_videos, list_images, resolve_data_root
 from utils.metrics import CONNECTIVITY, THRESHOLD
-from utils.outputs import write_detections
+from utils.outputs import OutputFolderError, prepare_out, write_detections, write_manifest
 from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, TemporalConfirmer, default_batch_size,
                            parse_confirm)
 from utils.runner import list_videos, run_on_samples, run_on_video
@@ -60,7 +66,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to run (default test)")
     parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: detected)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default results/NAME, NAME = the dataset or folder name)")
+                        help="output folder (default results/NAME, NAME = the dataset or folder name); must be "
+                             "empty or new unless --overwrite")
+    parser.add_argument("--overwrite", action=BoolFlag,
+                        help="remove an earlier run's outputs from --out first (only files inference.py and the "
+                             "scorers write; a folder holding other files is refused)")
     add_dtype(parser)
     add_device(parser)
     parser.add_argument("--compile", action=BoolFlag, help="torch.compile the network (pays off on many frames)")
@@ -109,8 +119,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def folder_samples(folder: Path) -> tuple[list[Sample], list[str]]:
-    """Return (one sample per frame stem of a bare folder, warnings naming stems kept once)."""
+def folder_samples(folder: Path, skipped: list[Path] | None = None) -> tuple[list[Sample], list[str]]:
+    """Return (one sample per frame stem of a bare folder, warnings naming stems kept once).
+
+    The frames not run (another file of the same stem was kept) are appended to `skipped` when given.
+    """
     by_stem: dict[str, list[Path]] = {}
     for path in list_images(folder):
         by_stem.setdefault(path.stem, []).append(path)
@@ -120,6 +133,8 @@ def folder_samples(folder: Path) -> tuple[list[Sample], list[str]]:
         if len(paths) > 1:
             warnings.append(f"{folder} holds {', '.join(p.name for p in paths)}: using {paths[0].name} "
                             "(their outputs would share one name); rename the others to run them too")
+            if skipped is not None:
+                skipped += paths[1:]
         samples.append(Sample(stem, paths[0], None))
     return samples, warnings
 
@@ -134,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
         carve = {"val_fraction": config.get("val_fraction", 0.1), "val_seed": config.get("val_seed", 0)}
-        videos = None
+        videos, skipped = None, []
         if args.video is not None:
             videos, samples, warnings, source = list_videos(args.video, args.out), [], [], args.video
         elif args.images is not None:
-            samples, warnings = folder_samples(args.images)
+            samples, warnings = folder_samples(args.images, skipped)
             source = args.images
         else:
             source = resolve_data_root(args.dataset if args.dataset is not None else args.data_root)
@@ -158,17 +173,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = PredictOptions(batch_size=args.batch_size or default_batch_size(device), tile=args.tile,
                           tile_above=args.tile_above if args.tiling else math.inf, overlap=args.overlap)
     try:
-        out.mkdir(parents=True, exist_ok=True)  # an unwritable --out is found before any frame is run
+        removed = prepare_out(out, args.overwrite)  # an unwritable or non-empty --out is found before any frame
+        if removed:
+            log.info("--overwrite: removed %d output file(s) of an earlier run from %s", len(removed), out)
         if videos is not None:
             code = run_videos(args, predictor, videos, out, opts, device, source)
             return max(code, score_videos(args, out, source)) if args.score else code
-        return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta)
+        return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta, skipped)
+    except OutputFolderError as error:
+        return fail(str(error))
     except OSError as error:  # the output folder: read-only, a file, full
         return fail(f"cannot write to {out} ({error.strerror or error}): pass a writable --out")
 
 
+def run_options(args: argparse.Namespace) -> dict:
+    """Return the options that shape the outputs, for manifest.json."""
+    keys = ("dtype", "device", "batch_size", "tile_above", "tiling", "tile", "overlap", "sixteen_bit", "overlay",
+            "every", "confirm", "confirm_radius", "save_maps", "layout")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in keys}
+
+
 def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sample], warnings: list[str], out: Path,
-               opts: PredictOptions, device, source: Path, carve: dict, meta: dict) -> int:
+               opts: PredictOptions, device, source: Path, carve: dict, meta: dict,
+               skipped: Sequence[Path] = ()) -> int:
     """Run a split or a folder of frames, write OUT's files, score with --score; return 0, 1 (skipped frames) or 2."""
     start = time.perf_counter()
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
@@ -186,12 +213,20 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
         log.warning(note)
     for frame_name, error in report.errors.items():
         log.warning("%s %s: %s", "error" if frame_name in report.detections else "skipped", frame_name, error)
+    kinds = [("mat", "mat"), ("img", "png")] + ([("overlay", "png")] if args.overlay else [])
+    files = ["detections.csv", "detections.json"] + [f"{sub}/{name}.{ext}" for name in report.written
+                                                      for sub, ext in kinds]
+    write_manifest(out, args.checkpoint, source, run_meta["split"], {**run_options(args), **carve}, files,
+                   frames=list(report.written))
     n_targets = sum(len(e["targets"]) for e in report.detections.values())
-    print(f"wrote {len(report.written)} of {len(samples)} frames to {out} in {elapsed:.2f} s "
+    n_frames = len(samples) + len(skipped)
+    print(f"wrote {len(report.written)} of {n_frames} frames to {out} in {elapsed:.2f} s "
           f"({len(report.written) / elapsed if elapsed > 0 else 0:.2f} frames/s, {device.type} {args.dtype}); "
           f"{n_targets} targets in detections.csv" + (f"; {len(report.errors)} frame(s) with errors (listed above)"
-                                                      if report.errors else ""))
-    code = EXIT_PARTIAL if report.errors else 0
+                                                      if report.errors else "")
+          + (f"; {len(skipped)} frame(s) skipped, their name taken by another file: "
+             + ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "") if skipped else ""))
+    code = EXIT_PARTIAL if report.errors or skipped else 0
     if args.score:
         code = max(code, score(args, out, source, carve, allow_missing=len(report.written) < len(samples)))
     return code
@@ -221,6 +256,13 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
             "confirm_radius_px": args.confirm_radius if args.confirm else None, "device": str(device),
             "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
     write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])
+    files = ["detections.csv", "detections.json"]
+    if args.overlay:
+        files += [f"{p.stem}.mp4" for p in videos if (out / f"{p.stem}.mp4").is_file()]
+    if args.save_maps:
+        files += [f"img/{keys['video']}_{keys['frame']:06d}.png" for keys, _ in frames]
+    write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split, run_options(args),
+                   files, videos=[p.stem for p in videos])
     n_targets = sum(len(entry["targets"]) for _, entry in frames)
     print(f"{len(frames)} frames of {len(videos) - len(errors)} of {len(videos)} video(s) in {seconds:.2f} s "
           f"({len(frames) / seconds if seconds else 0:.2f} frames/s, {device.type} {args.dtype}); {n_targets} "

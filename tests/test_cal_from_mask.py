@@ -157,6 +157,7 @@ def test_mask_of_another_size(dataset, capsys):
     assert run(root, pred) == 2  # another aspect ratio: an error naming both files
     err = capsys.readouterr().err
     assert "different aspect" in err and "d.png" in err and "d.mat" in err
+    assert "re-export the prediction at the frame's size" in err and "replace the mask" not in err
 
 
 def test_release_protocol_reproduces_its_defects(dataset, tmp_path):
@@ -206,3 +207,71 @@ def test_sirst_v1_masks_score_perfectly_with_misc_111_fitted(tmp_path, capsys):
     assert (report["n_images"], report["iou"], report["niou"], report["pd"], report["fa"]) == (86, 1, 1, 1, 0)
     assert any("Misc_111_pixels0.png is 592x400" in note for note in report["warnings"])
     assert "Misc_111" in capsys.readouterr().err
+
+
+def _png_only(pred, tmp_path, arrays, binary):
+    """Write tmp/NAME/img/*.png: the masks as 0/1 (binary) or round(255 p)."""
+    folder = tmp_path / "png_pred"
+    (folder / "img").mkdir(parents=True)
+    for name, (prob, mask) in arrays.items():
+        cv2.imwrite(str(folder / "img" / f"{name}.png"), mask.astype(np.uint8) if binary else
+                    np.round(prob * 255).astype(np.uint8))
+    return folder
+
+
+def test_png_of_zeros_and_ones_is_read_as_a_binary_map(dataset, tmp_path, capsys):
+    root, _, arrays = dataset
+    folder = _png_only(None, tmp_path, arrays, binary=True)
+    assert run(root, folder) == 0
+    err = capsys.readouterr().err
+    report = json.loads((folder / "metrics.json").read_text())
+    assert report["pd"] == 1.0 and report["iou"] == 1.0 and report["fa"] == 0.0  # not all background
+    notes = [n for n in report["warnings"] if "only the values 0 and 1" in n]
+    assert len(notes) == 1 and notes[0].startswith(f"3 PNG prediction(s) in {folder / 'img'}")  # c has no target
+    assert err.count("only the values 0 and 1") == 1
+
+
+def test_all_empty_masks_report_pd_recall_auc_as_undefined(dataset, capsys):
+    root, pred, arrays = dataset
+    for name, (prob, mask) in arrays.items():
+        cv2.imwrite(str(root / "test" / "masks" / f"{name}.png"), np.zeros_like(mask))
+    assert run(root, pred) == 0
+    captured = capsys.readouterr()
+    report = json.loads((pred / "metrics.json").read_text())
+    assert report["pd"] is None and report["recall"] is None and report["auc"] is None and report["f1"] is None
+    assert report["fa"] > 0 and report["n_targets"] == 0
+    assert "undefined" in captured.err
+    assert [line.split()[-1] for line in captured.out.splitlines() if line.strip().startswith(("Pd", "AUC"))] == \
+        ["-", "-"]
+
+
+def test_unwritable_out_is_one_line(dataset, tmp_path, capsys):
+    root, pred, _ = dataset
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert run(root, pred, "--out", str(blocker)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {blocker} is a file") and "pass a folder" in err  # before any scoring
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a folder"
+    assert run(root, pred, "--out", str(blocker / "sub")) == 2  # under a file: the write fails, one line
+    err = capsys.readouterr().err
+    assert f"error: cannot write the report to {blocker / 'sub'}" in err and "Traceback" not in err
+
+
+def test_manifest_refuses_mixed_and_incomplete_runs(dataset, capsys):
+    from utils.files import write_json
+
+    root, pred, arrays = dataset
+    assert run(root, pred) == 0
+    assert "has no manifest.json" in capsys.readouterr().err  # another tool's folder: scored, with a warning
+    files = [f"{sub}/{name}.{ext}" for name in arrays for sub, ext in (("mat", "mat"), ("img", "png"))]
+    write_json(pred / "manifest.json", {"files": [f for f in files if not f.startswith(("mat/d", "img/d"))]})
+    assert run(root, pred) == 2
+    err = capsys.readouterr().err
+    assert "mixes runs" in err and "img/d.png" in err and "mat/d.mat" in err and "--overwrite" in err
+    write_json(pred / "manifest.json", {"files": files + ["mat/e.mat"]})
+    assert run(root, pred) == 2
+    assert "mat/e.mat" in capsys.readouterr().err
+    write_json(pred / "manifest.json", {"files": files})
+    assert run(root, pred) == 0

@@ -118,8 +118,10 @@ def test_bare_image_folder_without_masks(data, tmp_path, capsys):
     cv2.imwrite(str(folder / f"{first}.bmp"), cv2.imread(str(folder / f"{first}.png")))  # same stem: one is run
     code = inference.main(["--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "out"),
                            "--overlay", "--quiet"])
-    assert code == 0
-    assert f"using {first}.png" in capsys.readouterr().err
+    assert code == EXIT_PARTIAL  # a frame was skipped (named): not "wrote 2 of 2"
+    printed = capsys.readouterr()
+    assert f"using {first}.png" in printed.err
+    assert "wrote 2 of 3 frames" in printed.out and f"{first}.bmp" in printed.out
     assert sorted(p.name for p in (tmp_path / "out" / "img").iterdir()) == sorted(p.name for p in folder.glob("*.png"))
     assert len(list((tmp_path / "out" / "overlay").iterdir())) == 2
     with pytest.raises(SystemExit):  # nothing to score against

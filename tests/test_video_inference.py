@@ -157,3 +157,34 @@ def test_cli_refuses_a_missing_video_and_video_only_options(tmp_path, capsys):
     assert "apply to videos only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         inference.main(["--checkpoint", str(ckpt), "--video", str(tmp_path), "--confirm", "4/3"])
+
+
+def test_one_run_per_folder_manifest_and_box_scorer_refuses_mixed_runs(videos, tmp_path, capsys):
+    import shutil
+
+    import cal_from_mask
+
+    ckpt = random_checkpoint(tmp_path / "random.pt")
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(ckpt), "--video", str(videos / "clip_b.mp4"), "--out", str(out), "--quiet",
+            "--save-maps", "--overlay"]
+    assert inference.main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["videos"] == ["clip_b"] and "clip_b.mp4" in manifest["files"]
+    assert "img/clip_b_000000.png" in manifest["files"] and len(manifest["checkpoint"]["sha256"]) == 64
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,frame,x,y,w,h\n" + "".join(f"clip_b,{i},{square_position(i)[1]},{square_position(i)[0]},"
+                                                        f"{SQUARE},{SQUARE}\n" for i in range(7)))
+    capsys.readouterr()
+    assert inference.main(args) == 2  # a second run into the same folder: refused, nothing touched
+    assert "pass --overwrite to replace it, or another --out" in capsys.readouterr().err
+    assert inference.main(args + ["--overwrite"]) == 0
+    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 0
+    shutil.copy(out / "img" / "clip_b_000000.png", out / "img" / "clip_z_000000.png")  # another run's map
+    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "mixes runs" in err and "img/clip_z_000000.png" in err and "Traceback" not in err
+    (out / "img" / "clip_z_000000.png").unlink()
+    (out / "detections.json").write_text((out / "detections.json").read_text().replace('"every": 1', '"every": 2'))
+    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 2
+    assert "detections.json is not the one" in capsys.readouterr().err

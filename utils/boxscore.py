@@ -461,7 +461,14 @@ RULES = ("centroid (cx, cy) in pixel-centre coordinates is inside box (x, y, w, 
 def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: float = DEFAULT_THRESHOLD,
                      curve: str = "auto", workers: int = 2) -> dict:
     """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added."""
+    from utils.scoring import ScoringError, check_one_run  # one run per folder: PRED/manifest.json
+
+    try:
+        run_notes = check_one_run(Path(pred_dir), "boxes") if Path(pred_dir).is_dir() else []
+    except ScoringError as error:
+        raise BoxScoreError(str(error)) from None
     report = score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), threshold, curve, workers)
+    report["notes"] = run_notes + report["notes"]
     report["labels"] = str(labels_csv)
     return report
 

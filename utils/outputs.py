@@ -4,13 +4,20 @@
 - ``img/STEM.png``: 8-bit round(255 T), what ``cal_from_mask.py`` reads when no .mat is there;
 - ``overlay/STEM.png``: the frame with ground-truth contours green, detections red (yellow where they
   coincide), a white gap, then D;
-- ``detections.csv`` / ``detections.json``: one row per detected target (``utils.predict.detect_targets``).
+- ``detections.csv`` / ``detections.json``: one row per detected target (``utils.predict.detect_targets``);
+- ``manifest.json``: written last, what this run wrote (checkpoint and its sha256, source, split, options,
+  frames or videos, every file), so that the scorers refuse a folder mixing two runs' files.
+
+One folder holds one run: ``prepare_out`` refuses a folder that is not empty, and with
+overwrite=True removes the outputs of an earlier run first (only files this module or the
+scorers write; a folder holding anything else is refused, nothing removed).
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from typing import Iterable
 
@@ -18,7 +25,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from utils.files import atomic_write_bytes, write_png
+from utils.files import atomic_write_bytes, write_json, write_png
 from utils.metrics import THRESHOLD
 from utils.predict import DETECTION_FIELDS
 
@@ -161,3 +168,113 @@ class VideoOverlay:
                 self.tmp.replace(self.path)
             else:
                 self.tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+MANIFEST = "manifest.json"
+MAP_FOLDERS = {"mat": (".mat",), "img": (".png",), "overlay": (".png",)}  # sub-folders of per-frame outputs
+KNOWN_FILES = ("detections.csv", "detections.json", MANIFEST, "metrics.json", "roc.png", "box_metrics.json",
+               "pd_fa_curve.png")
+HASH_LIMIT_BYTES = 1 << 30  # checkpoints larger than this are identified by size and mtime, not sha256
+N_NAMED = 5
+
+
+class OutputFolderError(ValueError):
+    """The output folder holds something that is not an empty folder or this project's outputs; names the fix."""
+
+
+def _earlier_videos(out: Path) -> set[str]:
+    """Return the overlay videos an earlier run's manifest lists (STEM.mp4), empty when there is none."""
+    try:
+        content = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        return {str(f) for f in content.get("files", []) if str(f).lower().endswith(".mp4") and "/" not in str(f)}
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return set()
+
+
+def _is_known(name: str) -> bool:
+    """Return True for a top-level file name this project writes (or its .tmp left by a stopped run)."""
+    base = name[:-4] if name.endswith(".tmp") else name
+    return base in KNOWN_FILES
+
+
+def prepare_out(out: Path, overwrite: bool = False) -> list[Path]:
+    """Make out ready for one run: create it when absent; return the earlier outputs removed (overwrite=True).
+
+    OutputFolderError when out is not empty and overwrite is False, or holds files this project
+    does not write (named; nothing is removed then); OSError when out is a file or cannot be written.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(20, "not a folder", str(out))
+    if not out.is_dir():
+        out.mkdir(parents=True)
+        return []
+    entries = sorted(out.iterdir())
+    if not entries:
+        return []
+    videos = _earlier_videos(out)
+    known: list[Path] = []
+    unknown: list[str] = []
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink() and entry.name in MAP_FOLDERS:
+            for item in sorted(entry.iterdir()):
+                name = item.name[:-4] if item.name.endswith(".tmp") else item.name
+                if item.is_file() and not item.is_symlink() and name.lower().endswith(MAP_FOLDERS[entry.name]):
+                    known.append(item)
+                else:
+                    unknown.append(f"{entry.name}/{item.name}")
+            known.append(entry)
+        elif entry.is_file() and not entry.is_symlink() and (_is_known(entry.name) or entry.name in videos):
+            known.append(entry)
+        else:
+            unknown.append(entry.name + ("/" if entry.is_dir() else ""))
+    if unknown:
+        raise OutputFolderError(
+            f"--out {out} is not empty and holds {len(unknown)} file(s) inference.py did not write: "
+            f"{', '.join(unknown[:N_NAMED])}{' ...' if len(unknown) > N_NAMED else ''}; pass another --out (nothing "
+            "was changed; --overwrite removes only this project's outputs, so it cannot clear this folder)")
+    if not overwrite:
+        raise OutputFolderError(
+            f"--out {out} already holds the outputs of an earlier run ({', '.join(e.name for e in entries[:N_NAMED])}"
+            f"{' ...' if len(entries) > N_NAMED else ''}): pass --overwrite to replace it, or another --out")
+    for path in known:  # files first, then their (now empty) folders
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    return known
+
+
+def checkpoint_identity(path: Path) -> dict:
+    """Return {"path", "size", "sha256"} of a checkpoint file ({"path", "size", "mtime"} above HASH_LIMIT_BYTES)."""
+    from utils.scoring import file_sha256
+
+    path = Path(path)
+    stat = path.stat()
+    ident = {"path": str(path.resolve()), "size": stat.st_size}
+    if path.is_file() and stat.st_size <= HASH_LIMIT_BYTES:
+        ident["sha256"] = file_sha256(path)
+    else:
+        ident["mtime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime))
+    return ident
+
+
+def write_manifest(out: Path, checkpoint: Path, source: Path, split: str | None, options: dict, files: list[str],
+                   frames: list[str] | None = None, videos: list[str] | None = None) -> Path:
+    """Write OUT/manifest.json atomically (last, once the run's files are written); return its path.
+
+    files: every file this run wrote, relative to out (posix); frames / videos: the names written.
+    detections.json's sha256 is kept, so the box scorer can tell it from another run's.
+    """
+    from utils.scoring import file_sha256
+
+    out = Path(out)
+    detections = out / "detections.json"
+    content = {"tool": "inference.py", "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "checkpoint": checkpoint_identity(checkpoint), "source": str(source), "split": split,
+               "options": options, "frames": frames, "videos": videos,
+               "detections_sha256": file_sha256(detections) if detections.is_file() else None,
+               "files": sorted(set(files))}
+    return write_json(out / MANIFEST, content)

@@ -2,7 +2,9 @@
 
 Predictions are read per frame from PRED/mat/STEM.mat (variable 'T', a float probability
 map, as inference.py writes it), else PRED/STEM.mat, else PRED/img/STEM.png, else
-PRED/STEM.png (8-bit probability x 255, read back as /255). Every frame is scored at its own
+PRED/STEM.png (8-bit probability x 255, read back as /255; an 8-bit PNG holding only 0 and 1 is a
+binary map saved as 0/1 and is read as one, with a warning). PRED/manifest.json, when there,
+must list every map file (``check_one_run``: one inference run per folder). Every frame is scored at its own
 size with ``utils.metrics`` (definitions: docs/metrics.md). A mask whose size differs from
 its prediction is fitted as ``utils.data`` fits a mask to its frame: same aspect ratio ->
 nearest-neighbour resize and a warning naming the file, otherwise an error.
@@ -18,6 +20,9 @@ No torch here: scoring a folder starts in well under a second.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import sys
 from collections import deque
@@ -38,12 +43,94 @@ from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 PROTOCOLS = ("ours", "release")
 SOURCES = ("auto", "mat", "png")
 RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (docs/metrics.md#the-release-protocol)
+UNDEFINED_WITHOUT_TARGETS = ("pd", "recall", "f1", "auc")  # None when the masks hold no target at all
 MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
 PREFETCH_PER_WORKER = 4  # frames read ahead per reading thread (bounds memory)
 
 
 class ScoringError(ValueError):
     """A problem with the predictions; the message names the file and the fix."""
+
+
+log = logging.getLogger("scoring")
+
+# ----------------------------------------------------------------------------- one run per folder
+
+MANIFEST = "manifest.json"  # OUT/manifest.json: what one inference.py run wrote (utils.outputs.write_manifest)
+REPORT_FILES = ("metrics.json", "roc.png", "box_metrics.json", "pd_fa_curve.png")  # written by the scorers
+N_NAMED = 5  # file names quoted in a mixed-runs error
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(pred_dir: Path) -> dict | None:
+    """Return PRED/manifest.json (None when there is none); ScoringError when it is unreadable."""
+    path = Path(pred_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ScoringError(f"{path} cannot be read as JSON ({error}): rerun inference.py into that folder with "
+                           "--overwrite") from None
+    if not isinstance(content, dict) or not isinstance(content.get("files"), list):
+        raise ScoringError(f"{path} has no \"files\" list: it was not written by inference.py; rerun inference.py "
+                           "into that folder with --overwrite")
+    return content
+
+
+def _prediction_files(pred_dir: Path) -> list[str]:
+    """Return every map file a scorer could read, relative to pred_dir (posix): mat/*.mat, img/*.png, *.mat, *.png."""
+    names = []
+    for sub, suffix in (("mat", ".mat"), ("", ".mat"), ("img", ".png"), ("", ".png")):
+        folder = pred_dir / sub if sub else pred_dir
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if (entry.name.lower().endswith(suffix) and not entry.name.startswith(".") and entry.is_file()
+                        and not (not sub and entry.name in REPORT_FILES)):
+                    names.append(f"{sub}/{entry.name}" if sub else entry.name)
+    return sorted(names)
+
+
+def check_one_run(pred_dir: Path, kind: str = "maps") -> list[str]:
+    """Check that pred_dir holds the outputs of one inference.py run, as its manifest.json lists them.
+
+    Returns warnings (no manifest: predictions from another tool, not checked); ScoringError when
+    map files are there that the manifest does not list (another run's), or listed ones are missing.
+    kind "maps" checks the probability maps; "boxes" also checks detections.json against its sha256.
+    """
+    pred_dir = Path(pred_dir)
+    manifest = read_manifest(pred_dir)
+    if manifest is None:
+        return [f"{pred_dir} has no {MANIFEST}: its predictions cannot be checked as one run's (files of several "
+                "runs would be mixed silently); inference.py writes one"]
+    listed = {str(f) for f in manifest["files"]}
+    present = _prediction_files(pred_dir)
+    extra = [f for f in present if f not in listed]
+    wanted = [f for f in sorted(listed) if f.endswith((".mat", ".png")) and f.split("/")[0] in ("mat", "img")]
+    missing = [f for f in wanted if not (pred_dir / f).is_file()]
+    fix = ("rerun inference.py into an empty --out (or with --overwrite), or score the folder of one run")
+    if extra:
+        raise ScoringError(f"{pred_dir} mixes runs: {len(extra)} prediction file(s) are not listed in its {MANIFEST} "
+                           f"(another run's or copied in): {', '.join(extra[:N_NAMED])}"
+                           f"{' ...' if len(extra) > N_NAMED else ''}; {fix}")
+    if missing:
+        raise ScoringError(f"{pred_dir} is incomplete: {len(missing)} file(s) listed in its {MANIFEST} are missing: "
+                           f"{', '.join(missing[:N_NAMED])}{' ...' if len(missing) > N_NAMED else ''}; {fix}")
+    if kind == "boxes" and manifest.get("detections_sha256"):
+        path = pred_dir / "detections.json"
+        if path.is_file() and file_sha256(path) != manifest["detections_sha256"]:
+            raise ScoringError(f"{path} is not the one its {MANIFEST} lists (another run's, or edited): {fix}")
+    return []
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -70,8 +157,27 @@ def index_predictions(pred_dir: Path, source: str = "auto") -> dict[str, Path]:
     return found
 
 
+def is_binary_01(image: np.ndarray) -> bool:
+    """Return True for an 8-bit map whose values are only 0 and 1 with at least one 1 (a 0/1 binary map).
+
+    Read / 255 it would be all background (1/255 < 0.5); it is read as a binary map instead, with a
+    warning (score() names the folder and the count). A true probability map x 255 holding only 0
+    and 1 would mean every p <= 1/255 - a map with no detection worth a distinction.
+    """
+    return image.dtype == np.uint8 and image.size > 0 and int(image.max()) == 1
+
+
 def read_prediction(path: Path) -> np.ndarray:
-    """Return the probability map H x W (float32, or float64 as stored in a .mat); 8-bit PNGs are / 255."""
+    """Return the probability map H x W (float32, or float64 as stored in a .mat); 8-bit PNGs are / 255.
+
+    An 8-bit PNG holding only 0 and 1 (a binary map saved as 0/1 rather than 0/255) is read as that
+    binary map (0.0 / 1.0), not / 255, which would make it all background.
+    """
+    return read_prediction_flagged(path)[0]
+
+
+def read_prediction_flagged(path: Path) -> tuple[np.ndarray, bool]:
+    """Return (read_prediction(path), whether it was an 8-bit 0/1 binary PNG read as 0 -> 0.0, 1 -> 1.0)."""
     if path.suffix.lower() == ".mat":
         try:
             content = scipy.io.loadmat(path, variable_names=("T",))
@@ -85,7 +191,7 @@ def read_prediction(path: Path) -> np.ndarray:
         if prob.ndim != 2 or not np.issubdtype(prob.dtype, np.floating):
             raise ScoringError(f"prediction {path}: 'T' is {prob.dtype} of shape {content['T'].shape}; "
                                "expected one H x W float probability map")
-        return prob
+        return prob, False
     try:
         data = np.fromfile(path, np.uint8)  # imdecode, unlike imread, reads non-ASCII paths
     except OSError as error:
@@ -98,9 +204,11 @@ def read_prediction(path: Path) -> np.ndarray:
             raise ScoringError(f"prediction {path} is a colour image: save the probability map as 8-bit grey (x 255)")
         image = image[..., 0]
     if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
+        if is_binary_01(image):  # a binary map stored as 0/1, not x 255: 1 means target (see read_prediction_flagged)
+            return image.astype(np.float32), True
+        return image.astype(np.float32) / np.float32(255.0), False
     if image.dtype == np.uint16:
-        return image.astype(np.float32) / np.float32(65535.0)
+        return image.astype(np.float32) / np.float32(65535.0), False
     raise ScoringError(f"prediction {path} has pixel type {image.dtype}: save it as 8-bit grey (probability x 255)")
 
 
@@ -111,7 +219,14 @@ def _fit_to_prediction(mask: np.ndarray, pred_hw: tuple[int, int], sample: Sampl
     prediction stands in for the frame (inference.py writes maps at the frame's size), so
     the messages name the prediction file as the image.
     """
-    return fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
+    try:
+        return fit_mask(mask, pred_hw, Sample(sample.name, pred_path, sample.mask))
+    except DataError:  # different aspect ratio: the prediction is the odd one out, not the mask
+        (mh, mw), (ph, pw) = mask.shape, pred_hw
+        raise ScoringError(
+            f"prediction {pred_path} is {pw}x{ph} but the mask {sample.mask} is {mw}x{mh} (different aspect ratio): "
+            "re-export the prediction at the frame's size (inference.py writes every map at the frame's native "
+            "size), or check that --pred and --data-root/--split belong together") from None
 
 
 def release_inputs(prob: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +244,21 @@ def release_inputs(prob: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
 # ----------------------------------------------------------------------------- scoring
 
 
+BINARY_NOTE = "\0binary"  # a note _load returns for a 0/1 PNG; score() turns them into one warning per folder
+
+
 def _load(sample: Sample, pred_path: Path, protocol: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Return (probabilities, mask {0,1}, warnings) of one frame, ready for Evaluator.update."""
-    prob = read_prediction(pred_path)
+    prob, binary = read_prediction_flagged(pred_path)
+    if binary:
+        prob, mask, notes = _loaded(prob, sample, pred_path, protocol)
+        return prob, mask, notes + [BINARY_NOTE]
+    return _loaded(prob, sample, pred_path, protocol)
+
+
+def _loaded(prob: np.ndarray, sample: Sample, pred_path: Path, protocol: str
+            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return (probabilities, mask {0,1}, warnings) for a prediction already read."""
     mask = read_mask(sample.mask)
     if protocol == "release":
         try:  # refuse logits before pred / max would hide them
@@ -171,7 +298,11 @@ def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: 
     evaluator = Evaluator(THRESHOLD, release_matching=(protocol == "release"))
     warnings: list[str] = []
     bar = tqdm(total=len(jobs), desc="scoring", unit="frame", disable=None if progress else True, file=sys.stderr)
+    binary: dict[Path, int] = {}  # folder -> 0/1 PNGs read as binary maps
     for _, path, (prob, mask, notes) in _prefetch(jobs, protocol, workers):
+        if BINARY_NOTE in notes:
+            binary[path.parent] = binary.get(path.parent, 0) + 1
+            notes = [n for n in notes if n != BINARY_NOTE]
         warnings += notes
         try:
             evaluator.update(prob, mask, name=str(path))
@@ -179,6 +310,10 @@ def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: 
             raise ScoringError(str(error)) from None
         bar.update()
     bar.close()
+    for folder, n in binary.items():
+        warnings.append(f"{n} PNG prediction(s) in {folder} hold only the values 0 and 1 (binary maps saved as 0/1, "
+                        "not probability x 255): read as binary maps (1 = target, p = 1.0), so their ROC/AUC has one "
+                        "point; save round(255 p) to score probabilities")
     return evaluator, warnings
 
 
@@ -187,10 +322,14 @@ def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: 
 
 def format_table(metrics: dict) -> str:
     """Return the metrics as a text table (fractions in %, Fa as a fraction and x 1e-6)."""
-    rows = [("IoU (pooled)", f"{100 * metrics['iou']:.2f} %"), ("nIoU (per image)", f"{100 * metrics['niou']:.2f} %"),
-            ("precision", f"{100 * metrics['precision']:.2f} %"), ("recall", f"{100 * metrics['recall']:.2f} %"),
-            ("F1", f"{100 * metrics['f1']:.2f} %"), ("Pd", f"{100 * metrics['pd']:.2f} %"),
-            ("Fa", f"{metrics['fa']:.3e} = {metrics['fa'] * 1e6:.2f} x1e-6"), ("AUC", f"{metrics['auc']:.4f}"),
+    def pct(key: str) -> str:
+        return "-" if metrics[key] is None else f"{100 * metrics[key]:.2f} %"
+
+    rows = [("IoU (pooled)", pct("iou")), ("nIoU (per image)", pct("niou")),
+            ("precision", pct("precision")), ("recall", pct("recall")),
+            ("F1", pct("f1")), ("Pd", pct("pd")),
+            ("Fa", f"{metrics['fa']:.3e} = {metrics['fa'] * 1e6:.2f} x1e-6"),
+            ("AUC", "-" if metrics["auc"] is None else f"{metrics['auc']:.4f}"),
             ("images", str(metrics["n_images"])), ("targets", str(metrics["n_targets"]))]
     width = max(len(name) for name, _ in rows)
     title = (f"protocol {metrics['protocol']}: p > {metrics['threshold']} at each frame's own size"
@@ -216,7 +355,8 @@ def plot_roc(path: Path, roc: dict, metrics: dict, title: str) -> None:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     shown = fa > 0  # zero false-alarm rates have no place on a log axis
-    axes.plot(fa[shown], pd[shown], "-", color="tab:blue", label=f"AUC {metrics['auc']:.4f}")
+    auc = "undefined (no target)" if metrics["auc"] is None else f"{metrics['auc']:.4f}"
+    axes.plot(fa[shown], pd[shown], "-", color="tab:blue", label=f"AUC {auc}")
     at = int(np.argmin(np.abs(thresholds - THRESHOLD)))
     if fa[at] > 0:
         axes.plot(fa[at], pd[at], "o", color="tab:red", label=f"t = {thresholds[at]:g}")
@@ -275,6 +415,7 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     no_mask = [s.name for s in samples if s.mask is None]
     if no_mask:
         raise ScoringError(f"{len(no_mask)} frame(s) of split {split} in {root} have no mask:\n{_listing(no_mask)}")
+    run_notes = check_one_run(Path(pred_dir))
     found = index_predictions(pred_dir, source)
     missing = [s.name for s in samples if s.name not in found]
     if missing and not allow_missing:
@@ -288,11 +429,15 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     if not jobs:
         raise ScoringError(f"no prediction in {pred_dir} matches a frame of split {split}: nothing to score")
     evaluator, notes = score(jobs, protocol, workers, progress)
-    warnings = list(warnings) + notes
+    warnings = list(warnings) + run_notes + notes
     if missing:
         warnings.append(f"{len(missing)} frame(s) without a prediction were not scored (--allow-missing): "
                         + ", ".join(missing[:MAX_LISTED]) + (" ..." if len(missing) > MAX_LISTED else ""))
     metrics = {"protocol": protocol, "threshold": THRESHOLD, **evaluator.compute()}
+    if metrics["n_targets"] == 0:  # no target in any mask: Pd, recall (and F1) and AUC have no denominator
+        metrics.update({key: None for key in UNDEFINED_WITHOUT_TARGETS})
+        warnings.append(f"no mask of split {split} in {root} holds a target: Pd, recall, F1 and AUC are undefined "
+                        "(null in metrics.json, - in the table); IoU, precision and Fa count false alarms only")
     return Scored(metrics, evaluator.roc(), root, jobs, missing, warnings)
 
 
