@@ -27,12 +27,12 @@ test: $(STAMP)
 # training run on generated scenes. Either way: infer, score, print the table, write overlays and roc.png.
 demo: $(STAMP)
 	@if [ -f $(CKPT) ] && [ -d $(SIRST) ]; then \
-	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score; \
+	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score --overwrite; \
 	else \
 	  echo "($(CKPT) or $(SIRST) absent: training on synthetic scenes first)"; \
-	  $(VPY) run_configs.py --config synthetic --out runs/demo_synthetic && \
+	  $(VPY) run_configs.py --config synthetic --out runs/demo_synthetic --overwrite && \
 	  $(VPY) inference.py --checkpoint runs/demo_synthetic/best.pt --data-root runs/demo_synthetic/synthetic \
-	    --split test --out $(DEMO) --overlay --score; \
+	    --split test --out $(DEMO) --overlay --score --overwrite; \
 	fi
 
 bench: $(STAMP)
