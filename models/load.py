@@ -4,6 +4,7 @@ Files are read with ``map_location="cpu"`` and ``weights_only=True`` (no code ru
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               "or the authors' .pkl/.pth state_dict")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only=True met an object it will not build; never advise turning it off
+        raise CheckpointError(f"checkpoint {path} holds Python objects besides tensors and plain containers, which "
+                              "are not loaded (no code runs on load): save the weights as a state_dict, "
+                              "torch.save(model.state_dict(), path), and pass that file") from None
     except Exception as err:  # torch raises many kinds for a corrupt or foreign file; its advice is not ours
         reason = str(err).split("\n")[0][:200]
         raise CheckpointError(f"checkpoint {path} could not be read ({type(err).__name__}: {reason}); "

@@ -67,3 +67,14 @@ def test_export_keeps_weights_and_metadata_only(tmp_path):
     loaded, _ = load_model(tmp_path / "ship.pt")
     for key, value in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+
+
+class _Custom:
+    """An object that weights_only loading refuses to build."""
+
+
+def test_a_pickled_object_is_refused_without_advising_weights_only_false(tmp_path):
+    torch.save({"x": _Custom()}, tmp_path / "objects.pt")
+    with pytest.raises(CheckpointError, match="objects.pt holds Python objects") as err:
+        load_checkpoint(tmp_path / "objects.pt")
+    assert "weights_only" not in str(err.value) and "trust" not in str(err.value)
