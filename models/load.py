@@ -39,7 +39,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               "or the authors' .pkl/.pth state_dict")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only=True met an object it will not build; never advise turning it off
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err):  # not a pickle of ours at all: a corrupt or foreign file
+            raise CheckpointError(f"checkpoint {path} could not be read (not a PyTorch pickle); is it a PyTorch "
+                                  "file, fully written?") from None
+        # weights_only=True met an object it will not build; never pass on torch's advice to turn it off
         raise CheckpointError(f"checkpoint {path} holds Python objects besides tensors and plain containers, which "
                               "are not loaded (no code runs on load): save the weights as a state_dict, "
                               "torch.save(model.state_dict(), path), and pass that file") from None

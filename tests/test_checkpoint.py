@@ -78,3 +78,9 @@ def test_a_pickled_object_is_refused_without_advising_weights_only_false(tmp_pat
     with pytest.raises(CheckpointError, match="objects.pt holds Python objects") as err:
         load_checkpoint(tmp_path / "objects.pt")
     assert "weights_only" not in str(err.value) and "trust" not in str(err.value)
+
+
+def test_bytes_that_are_no_pickle_are_called_corrupt_not_objects(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"garbage, not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pt could not be read .*fully written"):
+        load_checkpoint(tmp_path / "garbage.pt")
