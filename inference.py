@@ -38,8 +38,8 @@ from models import CheckpointError, load_model
 from utils import RESULTS_DIR
 from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, fail, finite_float,
                        non_negative_int, positive_int, setup_logging)
-from utils.data import IMAGE_EXTENSIONS, LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
-    index_split, index_videos, list_images, resolve_data_root
+from utils.data import LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
+    images_by_stem, index_split, index_videos, list_images, resolve_data_root
 from utils.metrics import CONNECTIVITY, THRESHOLD
 from utils.outputs import OutputFolderError, prepare_out, write_detections, write_manifest
 from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, TemporalConfirmer, default_batch_size,
@@ -122,21 +122,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def folder_samples(folder: Path, skipped: list[Path] | None = None) -> tuple[list[Sample], list[str]]:
     """Return (one sample per frame stem of a bare folder, warnings naming stems kept once).
 
-    The frames not run (another file of the same stem was kept) are appended to `skipped` when given.
+    A.png beside a.tif would write the same outputs: one is kept (utils.data.images_by_stem) and
+    the others are appended to `skipped` when given.
     """
-    by_stem: dict[str, list[Path]] = {}
-    for path in list_images(folder):
-        by_stem.setdefault(path.stem, []).append(path)
-    samples, warnings = [], []
-    for stem, paths in by_stem.items():  # a.png beside a.tif would write the same outputs: keep one
-        paths.sort(key=lambda p: IMAGE_EXTENSIONS.index(p.suffix.lower()))
-        if len(paths) > 1:
-            warnings.append(f"{folder} holds {', '.join(p.name for p in paths)}: using {paths[0].name} "
-                            "(their outputs would share one name); rename the others to run them too")
-            if skipped is not None:
-                skipped += paths[1:]
-        samples.append(Sample(stem, paths[0], None))
-    return samples, warnings
+    list_images(folder)  # DataError when the folder is missing or holds no frame
+    warnings: list[str] = []
+    found = images_by_stem(Path(folder), warnings, skipped)
+    return [Sample(stem, path, None) for stem, path in found.items()], warnings
 
 
 def main(argv: Sequence[str] | None = None) -> int:

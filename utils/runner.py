@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from utils.data import DataError, Sample, fit_mask, read_frame, read_mask
+from utils.data import DataError, Sample, fit_mask, frame_to_unit, read_frame, read_mask
 from utils.data.video import iter_video_frames, open_video
 from utils.files import write_png
 from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
@@ -267,7 +267,7 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
                     raise _Stopped  # leaves the overlay unwritten (a partial video is not renamed into place)
                 if isinstance(item, BaseException):
                     raise item
-                frames = [frame.astype(np.float32) / np.float32(255.0) for _, frame in item]  # 8-bit / 255
+                frames = [frame_to_unit(frame, path.name) for _, frame in item]  # 8-bit / 255, as every frame
                 probs, _ = predict_maps(predictor, frames, opts)
                 for (index, frame), prob in zip(item, probs):
                     targets = detect_targets(prob, opts.threshold)

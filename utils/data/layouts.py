@@ -88,8 +88,11 @@ def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
 # ----------------------------------------------------------------------------- folders
 
 
-def _images_by_stem(folder: Path, warnings: list[str]) -> dict[str, Path]:
-    """Return {stem: path} for the image files in ``folder``; on a clash keeps the preferred extension."""
+def images_by_stem(folder: Path, warnings: list[str], dropped: list[Path] | None = None) -> dict[str, Path]:
+    """Return {stem: path} for the image files in ``folder`` (sorted by name); on a clash keeps the preferred extension.
+
+    Each clash adds a warning; the files not kept are appended to ``dropped`` when given.
+    """
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not _is_image_file(path):
@@ -100,6 +103,8 @@ def _images_by_stem(folder: Path, warnings: list[str]) -> dict[str, Path]:
             keep, drop = sorted([found[stem], path], key=lambda p: rank(p.suffix.lower()))
             warnings.append(f"{folder} holds both {keep.name} and {drop.name}: using {keep.name}, remove the other")
             found[stem] = keep
+            if dropped is not None:
+                dropped.append(drop)
         else:
             found[stem] = path
     return found
@@ -219,12 +224,12 @@ def _folder_splits(root: Path, warnings: list[str]) -> dict[str, list[Sample]]:
         mask_dir = _require_dir(
             folder / "masks", "mask folder", f"put the {split} masks in {folder / 'masks'} (same names as the frames)"
         )
-        images = _images_by_stem(image_dir, warnings)
+        images = images_by_stem(image_dir, warnings)
         if not images:
             raise DataError(
                 f"image folder {image_dir} holds no frames with extensions {IMAGE_EXTENSIONS}: add the frames"
             )
-        masks = _images_by_stem(mask_dir, warnings)
+        masks = images_by_stem(mask_dir, warnings)
         splits[split] = _pair(sorted(images), images, masks, image_dir, mask_dir, None, ("", SIRST_MASK_SUFFIX))
     if "trainval" in splits and ("train" in splits or "val" in splits):
         raise DataError(
@@ -257,8 +262,8 @@ def _pool_splits(
 ) -> dict[str, list[Sample]]:
     """Return the splits of an images/ + masks/ pool with split lists (sirst and basicirstd layouts)."""
     image_dir, mask_dir = root / "images", root / "masks"
-    images = _images_by_stem(image_dir, warnings)
-    masks = _images_by_stem(mask_dir, warnings)
+    images = images_by_stem(image_dir, warnings)
+    masks = images_by_stem(mask_dir, warnings)
     names = {split_name: _unique(_read_list(path), path, warnings) for split_name, path in list_files.items()}
     if split in (None, "test") and "test" not in names:
         raise DataError(
