@@ -269,6 +269,8 @@ def score_videos(args: argparse.Namespace, out: Path, root: Path) -> int:
 
     try:
         report = score_box_folder(root / "labels.csv", out)
+        for note in report["notes"]:
+            log.warning(note)
         write_box_report(report, out)
     except (BoxScoreError, DataError) as error:
         return fail(str(error))
