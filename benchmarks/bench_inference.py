@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.checkpoint import atomic_save  # noqa: E402
+from benchmarks.timing import round_robin  # noqa: E402
 from utils.synthetic import write_dataset  # noqa: E402
 
 TARGET_BIAS = -2.0  # logit offset of the random network's target head (see main)
@@ -90,14 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with torch.no_grad():  # warm-up: one frame through each network kind, so no path pays first-call costs
             for kind in ({"attention": "explicit", "channels_last": False}, {}):
                 get_model("LRRNet", **kind).eval()(torch.rand(1, 1, args.size, args.size))
-        times: dict[str, list[float]] = {name: [] for name in paths}
-        for r in range(args.rounds):
-            for name, fn in paths.items():
-                out = tmp / f"out_{name.replace(' ', '_')}_{r}"
-                start = time.perf_counter()
-                fn(out)
-                times[name].append(time.perf_counter() - start)
-                print(f"round {r + 1}/{args.rounds} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+        times = round_robin(paths, args.rounds, tmp)
     ref = statistics.median(times["release-like fp32"])
     rows = []
     for name, values in times.items():

@@ -20,7 +20,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -33,6 +32,7 @@ from models import load_model  # noqa: E402
 from utils import ROOT  # noqa: E402
 from utils.predict import detect_targets  # noqa: E402
 from utils.runtime import Predictor  # noqa: E402
+from benchmarks.timing import round_robin  # noqa: E402
 from utils.synthetic import make_scene  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "lrrnet_sirst_v1.pt"
@@ -88,13 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
                  "--quiet", "--log-level", "warning"])
         plain_loop(args.checkpoint, video, args.dtypes[0])  # warm-up: first-call costs paid by nobody
-        times: dict[str, list[float]] = {name: [] for name in paths}
-        for r in range(args.rounds):
-            for name, fn in paths.items():
-                start = time.perf_counter()
-                fn(tmp / f"out_{name.replace(' ', '_')}_{r}")
-                times[name].append(time.perf_counter() - start)
-                print(f"round {r + 1}/{args.rounds} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
+        times = round_robin(paths, args.rounds, tmp)
     rows = []
     for name, values in times.items():
         t = statistics.median(values)
