@@ -81,6 +81,25 @@ class TrainConfig:
     synthetic_frames: int = option(96, "generated training + validation frames (the test split gets half as many)",
                                    bounds=Range(4))
     synthetic_size: int = option(128, "side of the generated frames in px", bounds=Range(32))
+    # several sources in one run (docs/protocols.md#general-model)
+    sources: str = option("", "train on several datasets at once: NAME[:WEIGHT],... (release names or folders, "
+                              "box-labelled videos included); each source is drawn with its WEIGHT's share of the "
+                              "samples, validated on its own val split, and the first one's test split is scored; "
+                              "overrides --dataset / --data-root")
+    video_every: int = option(30, "take every N-th labelled frame of a video source for training", bounds=AT_LEAST_1)
+    video_val_every: int = option(30, "take every N-th labelled frame of a video source for validation",
+                                  bounds=AT_LEAST_1)
+    copy_paste: float = option(0.0, "chance that a training frame gets 1-3 synthetic targets (utils/synthetic.py's "
+                                    "target model, exact masks) pasted onto its background", bounds=FRACTION)
+    noise_prob: float = option(0.0, "chance that a training crop gets white Gaussian noise", bounds=FRACTION)
+    noise_sigma: float = option(10.0, "largest sigma of that noise in grey levels of 255 (drawn uniformly from "
+                                      "0 to it)", bounds=AT_LEAST_0)
+    hard_negatives: int = option(0, "every N epochs, find the model's false alarms on the training frames and "
+                                    "centre crops on them (0: off)", bounds=AT_LEAST_0)
+    hard_negative_frac: float = option(0.25, "share of the training samples drawn from frames with mined false "
+                                             "alarms, each crop centred on one of them", bounds=FRACTION)
+    hard_negative_frames: int = option(0, "training frames scanned per mining, drawn at random (0: all)",
+                                       bounds=AT_LEAST_0)
     # model (docs/network.md)
     model: str = option("LRRNet", "network architecture", ("LRRNet",))
     dropout: float = option(0.2, "dropout rate of the network", bounds=FRACTION_BELOW_1)
@@ -157,6 +176,16 @@ _SIRSTV1_CPU = dict(dataset="SIRSTv1",
                     val_every=4,
                     dtype="fp32")            # bf16 autocast: only 8% faster a step here (bench_train)
 
+# One model for real scenes (docs/protocols.md#general-model): three sources, real negatives,
+# pasted targets, noise, mined false alarms, selected on every source's val split.
+_GENERAL = dict(_SIRSTV1_CPU, dataset="SIRSTv1",
+                sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2",   # half the crops from real video
+                video_every=30, video_val_every=30,    # ~2,000 training and 515 val frames of 196 + 49 videos
+                target_prob=0.6,                       # more target crops: video crops are mostly background
+                copy_paste=0.3,                        # exact-mask targets on real clutter
+                noise_prob=0.3, noise_sigma=15.0,      # sigma up to 15 grey levels (the robustness test: 10)
+                hard_negatives=5, hard_negative_frac=0.25, hard_negative_frames=600)
+
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "irstd1k": ("release recipe on IRSTD-1K: frames resized to 512 x 512",
                 dict(_RELEASE, dataset="IRSTD-1k", base_size=512)),
@@ -180,6 +209,17 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                  # (git show 010964d:checkpoints/lrrnet_sirst_v1.pt) with --init
                  dict(_SIRSTV1_CPU, dataset="NUDT-SIRST",   # crop 256 = the whole 256 x 256 frame
                       steps_per_epoch=30, epochs=20, val_every=3)),
+    "general_cpu": ("one model for real scenes from scratch: SIRST v1 + NUDT-SIRST + IR-Drone-Video, real "
+                    "negatives, pasted targets, noise, mined false alarms; selected on all three val splits",
+                    dict(_GENERAL, steps_per_epoch=30, epochs=60, val_every=4)),
+    "general_ft": ("the shipped general model, about 55 min on a 2-core CPU: general_cpu's mix fine-tuned from "
+                   "checkpoints/lrrnet_sirst_v1.pt",
+                   dict(_GENERAL,
+                        init="checkpoints/lrrnet_sirst_v1.pt",   # keep SIRST v1's accuracy, add real negatives
+                        lr=1e-4, warmup_iters=20,                 # a fifth of a from-scratch lr: refine
+                        steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
+                        video_val_every=60,                       # 257 val frames: 2 min a validation here
+                        hard_negatives=3, hard_negative_frames=300)),
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute
@@ -221,6 +261,36 @@ def unknown_key(key: str) -> ConfigError:
     return ConfigError(f"unknown option {flag(key)}; {hint}valid options: {', '.join(flag(k) for k in sorted(FIELDS))}")
 
 
+def parse_sources(text: str) -> list[tuple[str, float]]:
+    """Return [(name or folder, weight)] of a --sources value "NAME[:WEIGHT],..." (weight 1 when left out).
+
+    Raises ConfigError naming the bad entry. A weight is 0 (validated and selected on, never trained
+    on) or a positive number; the first source must be trained on. A name may itself hold
+    a colon only when a weight follows it (the last colon splits).
+    """
+    entries = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise ConfigError(f"--sources {text!r} has an empty entry: give NAME[:WEIGHT],... without stray commas")
+        name, weight = part, 1.0
+        head, sep, tail = part.rpartition(":")
+        if sep and head:
+            try:
+                name, weight = head, float(tail)
+            except ValueError:
+                name = part     # a colon inside a path, no weight
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"--sources entry {part!r}: the weight must be 0 (validate only) or a positive "
+                              f"number, e.g. {name}:1")
+        entries.append((name, weight))
+    if entries[0][1] == 0:
+        raise ConfigError(f"--sources {text!r}: the first source is trained on and scored on test; give it a weight > 0")
+    names = [n for n, _ in entries]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--sources {text!r} names a source twice: give each once, with its weight")
+    return entries
+
+
 def validate(values: dict[str, Any]) -> None:
     """Raise ConfigError for an unknown key, a wrong type or a value outside its choices or range."""
     for key, value in values.items():
@@ -231,6 +301,8 @@ def validate(values: dict[str, Any]) -> None:
         if not exact and not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
             raise ConfigError(f"config key {key!r} must be {kind.__name__}, got {value!r}")
         check_value(key, value)
+    if values.get("sources"):
+        parse_sources(values["sources"])
 
 
 def build(name: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -23,17 +23,20 @@ from tqdm import tqdm
 from models import get_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, rng_state, set_rng_state, unwrap
 from utils.config import TrainConfig, command_line
-from utils.data import IRSTDDataset
+from utils.boxscore import inside_grown_box
+from utils.data import IRSTDDataset, VideoFrameDataset, size_batches
+from utils.data.mixture import MixedTrainSet, mine_hard_negatives
 from utils.files import write_json
 from utils.losses import LRRLoss
-from utils.metrics import Evaluator
-from utils.runtime import autocast
+from utils.metrics import THRESHOLD, Evaluator
+from utils.predict import detect_targets
+from utils.runtime import autocast, fixed_algorithms
 from utils.train_log import EpochLog
 from utils.train_setup import (Run, barrier, close_run_log, epoch_seed, for_training, read_last, seed_everything,
                                setup, train_loader)
 from utils.train_state import TrainState
 
-__all__ = ["NonFiniteLoss", "evaluate", "train", "train_one_epoch", "validate"]
+__all__ = ["NonFiniteLoss", "evaluate", "evaluate_boxes", "selection_score", "train", "train_one_epoch", "validate"]
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +62,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         state = TrainState(run.cfg, net, run.steps, run.dtype)
         if resume:
             resume_from(state, run, last)
+        if isinstance(run.train_set, MixedTrainSet):
+            run.train_set.hard_points = state.hard_points    # restored by resume: the same crops as before
         model = for_training(net, run)                       # DDP and torch.compile wrappers
         loss_fn = LRRLoss(cfg.loss, cfg.w_softiou, cfg.w_l1, cfg.w_mse)
         epoch_log = EpochLog(run.dir, cfg.epochs, cfg.image_every, enabled=run.main)
@@ -66,7 +71,9 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
                  run.root, cfg.epochs, run.steps, cfg.batch_size, run.world, run.dtype, run.device)
         bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="run", disable=not run.main, dynamic_ncols=True)
         while state.epoch < cfg.epochs:
+            mined = mine_if_due(state, run)
             stats = train_one_epoch(model, state, loss_fn, run)
+            stats.update(mined)
             state.epoch += 1
             due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
             val = validate(state, run) if due else None
@@ -100,9 +107,12 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
     for batch in bar:
         image = batch["image"].to(run.device, non_blocking=True)
         mask = batch["mask"].to(run.device, non_blocking=True)
+        ignore = batch["ignore"].to(run.device, non_blocking=True) if "ignore" in batch else None
+        if cfg.noise_prob > 0:
+            image = add_training_noise(image, cfg.noise_prob, cfg.noise_sigma)
         with autocast(run.device, run.dtype):
             d, t = model(image)
-        loss, parts = loss_fn(d, t, image, mask)
+        loss, parts = loss_fn(d, t, image, mask, ignore)
         skipped = optimisation_step(loss, state, cfg.grad_clip, run.world)
         state.scheduler.step()                # the schedule follows iterations, taken or skipped
         if skipped:
@@ -117,6 +127,31 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
                             fps=f"{n_frames / (time.perf_counter() - start):.1f}")
     means = dict(zip(("loss", "softiou", "l1", "mse"), (sums / max(1, n_steps)).tolist()))
     return {**means, "lr": state.lr, "fps": n_frames / (time.perf_counter() - start), "skipped": run.steps - n_steps}
+
+
+def add_training_noise(image: torch.Tensor, prob: float, sigma_max: float) -> torch.Tensor:
+    """Return the batch with white Gaussian noise on each frame with probability prob, sigma ~ U(0, sigma_max) / 255."""
+    shape = (image.shape[0],) + (1,) * (image.ndim - 1)
+    on = torch.rand(shape, device=image.device) < prob
+    sigma = torch.rand(shape, device=image.device) * (sigma_max / 255.0)
+    return torch.where(on, (image + sigma * torch.randn_like(image)).clamp(0.0, 1.0), image)
+
+
+def mine_if_due(state: TrainState, run: Run) -> dict:
+    """Every cfg.hard_negatives epochs (from the first such epoch on), re-mine the model's false alarms on the
+    training frames and centre crops on them; return {"hard_frames", "hard_points"} for the epoch's record."""
+    cfg, train = run.cfg, run.train_set
+    if not (cfg.hard_negatives and isinstance(train, MixedTrainSet)):
+        return {}
+    if state.epoch > 0 and state.epoch % cfg.hard_negatives == 0:
+        batch = 16 if run.device.type == "cuda" else 1
+        state.hard_points = mine_hard_negatives(state.net, train, run.device, run.dtype, THRESHOLD,
+                                                cfg.hard_negative_frames, epoch_seed(cfg, state.epoch, 0), batch,
+                                                progress=run.main)
+        train.hard_points = state.hard_points
+        log.info("epoch %d: %d false alarms on %d training frames mined", state.epoch + 1,
+                 sum(len(v) for v in state.hard_points.values()), len(state.hard_points))
+    return {"hard_frames": len(state.hard_points), "hard_points": sum(len(v) for v in state.hard_points.values())}
 
 
 def optimisation_step(loss: torch.Tensor, state: TrainState, grad_clip: float = 0.0, world: int = 1) -> str | None:
@@ -176,13 +211,74 @@ def evaluate(net: nn.Module, dataset: IRSTDDataset, device: torch.device, rank: 
     return evaluator
 
 
+@torch.no_grad()
+def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset, device: torch.device, rank: int = 0, world: int = 1,
+                   dtype: torch.dtype = torch.float32, threshold: float = THRESHOLD) -> dict:
+    """Return target-level scores of net on box-labelled frames, as ``cal_from_mask.py --boxes`` counts them.
+
+    A detection (component of prob > threshold) inside the labelled box grown by
+    ``utils.boxscore.GROW_PX`` finds the target; any other detection is a false alarm. Keys: pd,
+    fa_per_frame, frames_with_fa, absent_with_fa (share of target-absent frames with a false
+    alarm), n_frames, n_targets, n_absent.
+    """
+    net.eval()
+    counts = np.zeros(7, np.int64)   # frames, targets, found, false alarms, frames with FA, absent with FA, absent
+    mine = list(range(rank, len(dataset), world))
+    per_batch = 16 if device.type == "cuda" else 1     # frames of one size run together on a GPU
+    for batch in size_batches([dataset.sizes[i] for i in mine], per_batch):
+        items = [dataset[mine[k]] for k in batch]
+        with autocast(device, dtype):
+            _, t = net(torch.stack([item["image"] for item in items]).to(device))
+        probs = torch.sigmoid(t.float())[:, 0].cpu().numpy()
+        for item, prob in zip(items, probs):
+            found = detect_targets(prob, threshold)
+            box = item["box"].numpy()
+            inside = inside_grown_box(np.array([d["x"] for d in found]), np.array([d["y"] for d in found]),
+                                      np.repeat(box[None], len(found), 0))
+            present, n_fa = bool(np.isfinite(box).all()), int((~inside).sum())
+            counts += [1, present, present and bool(inside.any()), n_fa, n_fa > 0, (not present) and n_fa > 0,
+                       not present]
+    if world > 1:
+        total = torch.as_tensor(counts, device=device)
+        dist.all_reduce(total)
+        counts = total.cpu().numpy()
+    frames, targets, hit, fa, frames_fa, absent_fa, absent = (int(c) for c in counts)
+    return {"pd": hit / max(1, targets), "fa_per_frame": fa / max(1, frames), "frames_with_fa": frames_fa / max(1, frames),
+            "absent_with_fa": absent_fa / absent if absent else None, "n_frames": frames, "n_targets": targets,
+            "n_absent": absent}
+
+
+def selection_score(per_source: dict[str, dict]) -> float:
+    """Return the --sources selection score: the mean over sources of val IoU (pixel masks) or, for box-labelled
+    video, Pd - min(false alarms per frame, 1) (docs/protocols.md#general-model)."""
+    terms = [m["iou"] if "iou" in m else m["pd"] - min(m["fa_per_frame"], 1.0) for m in per_source.values()]
+    return float(np.mean(terms))
+
+
+def score_val(net: nn.Module, run: Run) -> dict:
+    """Return val scores of one set of weights: the (first source's) pixel metrics, per-source scores and "score"."""
+    if not run.val_sources:
+        scores = plain(evaluate(net, run.val_set, run.device, run.rank, run.world, run.dtype).compute())
+        return {**scores, "score": scores["iou"]}
+    per_source = {}
+    for name, dataset in run.val_sources:
+        if isinstance(dataset, VideoFrameDataset):
+            per_source[name] = evaluate_boxes(net, dataset, run.device, run.rank, run.world, run.dtype)
+        else:
+            per_source[name] = plain(evaluate(net, dataset, run.device, run.rank, run.world, run.dtype).compute())
+    first = per_source[run.val_sources[0][0]]
+    return {**first, "sources": per_source, "score": selection_score(per_source)}
+
+
 def validate(state: TrainState, run: Run) -> dict:
-    """Return val scores of the raw weights (and the EMA's), and which of them scored the higher IoU."""
+    """Return val scores of the raw weights (and the EMA's), and which of them scored the higher selection score
+    (val IoU for one source; the declared combination under --sources)."""
     candidates = {"raw": state.net, **({"ema": state.ema.module} if state.ema is not None else {})}
-    results = {name: plain(evaluate(net, run.val_set, run.device, run.rank, run.world, run.dtype).compute())
-               for name, net in candidates.items()}
-    selected = max(results, key=lambda k: results[k]["iou"])
-    return {"selected": selected, "selected_iou": results[selected]["iou"], **results}
+    with fixed_algorithms():     # native frames of many sizes: no cuDNN autotuning per shape
+        results = {name: score_val(net, run) for name, net in candidates.items()}
+    selected = max(results, key=lambda k: results[k]["score"])
+    return {"selected": selected, "selected_iou": results[selected]["iou"],
+            "selected_score": results[selected]["score"], **results}
 
 
 def score_on_test(state: TrainState, run: Run) -> dict:

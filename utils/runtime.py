@@ -38,6 +38,18 @@ def parse_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+@contextlib.contextmanager
+def fixed_algorithms():
+    """Turn cuDNN's autotuning (benchmark mode) off inside the block: for frames of many sizes, such as validation
+    and mining on native frames, where timing every new shape costs far more than it saves."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Return an autocast context for a low-precision dtype, or a no-op context for float32."""
     if dtype == torch.float32:

@@ -111,27 +111,73 @@ def make_scene(
     signal = np.zeros((height, width), np.float32)
     mask = np.zeros((height, width), np.uint8)
     for row, col in _place(rng, n, height, width):
-        diameter = rng.uniform(*DIAMETER_PX)
-        sigma = diameter / FWHM_PER_SIGMA
-        sx, sy = sigma * rng.uniform(0.8, 1.25), sigma * rng.uniform(0.8, 1.25)
-        angle = rng.uniform(0.0, np.pi)
+        window, shape = _blob(rng, row, col, height, width)
         scr = rng.uniform(*SCR_RANGE)
-        half = int(np.ceil(4 * max(sx, sy)))  # the blob is below 1e-3 of its peak beyond this
-        r0, r1 = max(0, int(row) - half), min(height, int(row) + half + 2)
-        c0, c1 = max(0, int(col) - half), min(width, int(col) + half + 2)
-        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-        dy, dx = yy - row, xx - col
-        u = dx * np.cos(angle) + dy * np.sin(angle)
-        v = -dx * np.sin(angle) + dy * np.cos(angle)
-        shape = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))  # peak 1 at the (sub-pixel) centre
-        w0, w1 = max(0, int(row) - CLUTTER_WINDOW_PX), min(height, int(row) + CLUTTER_WINDOW_PX + 1)
-        v0, v1 = max(0, int(col) - CLUTTER_WINDOW_PX), min(width, int(col) + CLUTTER_WINDOW_PX + 1)
-        local = observed[w0:w1, v0:v1]
-        peak = scr * float(local.std())
-        signal[r0:r1, c0:c1] += peak * shape
-        mask[r0:r1, c0:c1] |= (shape > MASK_FRACTION).astype(np.uint8)
+        peak = scr * float(observed[_clutter_window(row, col, height, width)].std())
+        signal[window] += peak * shape
+        mask[window] |= (shape > MASK_FRACTION).astype(np.uint8)
     frame = np.clip(np.rint(observed + signal), 0, 255).astype(np.uint8)
     return frame, mask
+
+
+def _blob(rng: np.random.Generator, row: float, col: float, height: int, width: int
+          ) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Return (window, shape): a random target's unit-peak Gaussian blob centred at (row, col), cut to the frame.
+
+    Half-maximum diameter in DIAMETER_PX, axes 0.8-1.25 x that, random orientation.
+    """
+    diameter = rng.uniform(*DIAMETER_PX)
+    sigma = diameter / FWHM_PER_SIGMA
+    sx, sy = sigma * rng.uniform(0.8, 1.25), sigma * rng.uniform(0.8, 1.25)
+    angle = rng.uniform(0.0, np.pi)
+    half = int(np.ceil(4 * max(sx, sy)))  # the blob is below 1e-3 of its peak beyond this
+    r0, r1 = max(0, int(row) - half), min(height, int(row) + half + 2)
+    c0, c1 = max(0, int(col) - half), min(width, int(col) + half + 2)
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    dy, dx = yy - row, xx - col
+    u = dx * np.cos(angle) + dy * np.sin(angle)
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    shape = np.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))  # peak 1 at the (sub-pixel) centre
+    return (slice(r0, r1), slice(c0, c1)), shape
+
+
+def _clutter_window(row: float, col: float, height: int, width: int) -> tuple[slice, slice]:
+    """Return the window around (row, col) in which a target's signal-to-clutter ratio is measured."""
+    return (slice(max(0, int(row) - CLUTTER_WINDOW_PX), min(height, int(row) + CLUTTER_WINDOW_PX + 1)),
+            slice(max(0, int(col) - CLUTTER_WINDOW_PX), min(width, int(col) + CLUTTER_WINDOW_PX + 1)))
+
+
+def paste_targets(frame: np.ndarray, busy: np.ndarray, rng: np.random.Generator, n: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return (frame, mask): up to n synthetic targets pasted onto a real frame, and their exact mask.
+
+    ``frame``: H x W float32 in [0, 1] (not modified); ``busy``: H x W bool, True where no target
+    may go (real targets, unknown box pixels). Targets follow ``make_scene``'s model (half-maximum
+    diameter 3-9 px, SCR 3-8 against the local clutter of the real frame), centres at least
+    EDGE_MARGIN_PX from the border and MIN_SEPARATION_PX from busy pixels and each other; the
+    mask holds the pixels above MASK_FRACTION of their own peak. The result is clipped to [0, 1]
+    and quantised to 8 bits like the frames it joins.
+    """
+    height, width = frame.shape
+    mask = np.zeros((height, width), np.uint8)
+    if height < 2 * EDGE_MARGIN_PX + 1 or width < 2 * EDGE_MARGIN_PX + 1 or n < 1:
+        return frame, mask
+    free = ~cv2.dilate(busy.astype(np.uint8), np.ones((2 * MIN_SEPARATION_PX + 1,) * 2, np.uint8)).astype(bool)
+    scaled = frame.astype(np.float32) * 255.0
+    signal = np.zeros((height, width), np.float32)
+    for row, col in _place(rng, 4 * n, height, width):
+        if not free[int(row), int(col)]:
+            continue
+        window, shape = _blob(rng, row, col, height, width)
+        scr = rng.uniform(*SCR_RANGE)
+        peak = max(scr * float(scaled[_clutter_window(row, col, height, width)].std()), 4.0)  # >= 4 grey levels
+        signal[window] += peak * shape
+        mask[window] |= (shape > MASK_FRACTION).astype(np.uint8)
+        n -= 1
+        if n == 0:
+            break
+    out = np.clip(np.rint(scaled + signal), 0, 255) / np.float32(255.0)
+    return out.astype(np.float32), mask
 
 
 def _scene_seed(seed: int, split: int, i: int) -> int:

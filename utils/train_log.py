@@ -60,6 +60,15 @@ class EpochLog:
                             f"Fa {m['fa'] * 1e6:.1f}e-6")
                     for k in VAL_KEYS:
                         w.add_scalar(f"val_{name}/{k}", m[k], step)
+                    for source, sm in m.get("sources", {}).items():   # --sources: each source's own val
+                        msg += f" [{source} " + (f"IoU {sm['iou']:.4f}]" if "iou" in sm else
+                                                 f"Pd {sm['pd']:.4f} FA/frame {sm['fa_per_frame']:.3f}]")
+                        for k in ("iou", "niou", "pd", "fa", "fa_per_frame", "frames_with_fa", "absent_with_fa"):
+                            if sm.get(k) is not None:
+                                w.add_scalar(f"val_{name}/{source}/{k}", sm[k], step)
+                    if "sources" in m:
+                        msg += f" score {m['score']:.4f}"
+                        w.add_scalar(f"val_{name}/score", m["score"], step)
             msg += f" | best {state.best:.4f} @ {state.best_epoch}"
             n_val = sum("val" in r for r in state.history)
             if (n_val - 1) % self.image_every == 0:

@@ -22,13 +22,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
-from utils.config import ConfigError, TrainConfig
-from utils.data import IRSTDDataset, resolve_data_root, write_names
+from utils.config import ConfigError, TrainConfig, parse_sources
+from utils.data import DataError, IRSTDDataset, VideoFrameDataset, resolve_data_root, write_names
+from utils.data.mixture import MixedTrainSet
+from utils.data.video import is_video_root
 from utils.files import atomic_write_text, write_json
 from utils.runtime import select_device
 from utils.train_state import compute_dtype
@@ -51,10 +53,11 @@ class Run:
     device: torch.device
     dtype: torch.dtype
     root: Path                  # the data root
-    train_set: IRSTDDataset
-    val_set: IRSTDDataset
+    train_set: IRSTDDataset | MixedTrainSet
+    val_set: IRSTDDataset       # the first source's val split under --sources
     test_set: IRSTDDataset      # checked (decoded) at setup, read again when scored at the end
     steps: int                  # optimiser steps per epoch
+    val_sources: tuple = ()     # --sources: ((name, val dataset), ...), each validated on its own
 
     @property
     def main(self) -> bool:
@@ -84,7 +87,10 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
         clear_run_dir(run_dir)          # the old run's generated scenes must not be reused
     with data_warnings_held():
         root = data_root(cfg, run_dir, rank, world)
-        train_set, val_set, test_set = build_datasets(cfg, root)
+        if cfg.sources:
+            train_set, val_set, test_set, val_sources = build_mixed(cfg)
+        else:
+            (train_set, val_set, test_set), val_sources = build_datasets(cfg, root), ()
     steps = cfg.steps_per_epoch or len(train_set) // (cfg.batch_size * world)
     if steps < 1:
         raise ConfigError(f"batch size {cfg.batch_size} x {world} process(es) exceeds the {len(train_set)} "
@@ -92,7 +98,7 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     if overwrite and not cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)
     barrier(world)
-    run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps)
+    run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps, val_sources)
     open_run_dir(run, log_level)
     return run, net, last
 
@@ -221,6 +227,8 @@ def for_training(net: nn.Module, run: Run) -> nn.Module:
 
 def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
     """Return the data root: generated synthetic scenes in the run folder, or the configured dataset."""
+    if cfg.sources:
+        return resolve_data_root(parse_sources(cfg.sources)[0][0])
     if not cfg.synthetic:
         return resolve_data_root(cfg.data_root or cfg.dataset)
     from utils.synthetic import write_dataset
@@ -250,11 +258,60 @@ def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDat
     return train, val, test
 
 
-def train_loader(cfg: TrainConfig, train: IRSTDDataset, epoch: int, rank: int, world: int,
+def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
+    """Return (train, first source's val, first source's test, ((name, val), ...)) of a --sources run.
+
+    Frame datasets carve their val split as a single-source run does (--val-fraction, --val-seed);
+    video sources take every --video-every-th labelled frame of train.txt for training and every
+    --video-val-every-th of val.txt for validation. The first source must have pixel masks and a
+    test split: it is the one scored on test (the others are scored with inference.py).
+    """
+    layout = None if cfg.layout == "auto" else cfg.layout
+    common = dict(layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
+    parts, weights, vals, test = [], [], [], None
+    for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
+        try:
+            root = resolve_data_root(name)
+        except DataError as err:
+            raise ConfigError(f"--sources entry {name!r}: {err}") from None
+        if weight == 0:     # validated and selected on only
+            val = (VideoFrameDataset(root, "val", every=cfg.video_val_every) if is_video_root(root)
+                   else IRSTDDataset(root, "val", **common))
+            vals.append((name, val))
+            continue
+        if is_video_root(root):
+            if k == 0:
+                raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
+                                  "and a video source has none; put a dataset with pixel masks first")
+            train = VideoFrameDataset(root, "train", every=cfg.video_every)
+            val = VideoFrameDataset(root, "val", every=cfg.video_val_every)
+        else:
+            train = IRSTDDataset(root, "train", **common)
+            val = IRSTDDataset(root, "val", **common)
+            if k == 0:
+                test = IRSTDDataset(root, "test", cache=False, **common)
+        parts.append((name, train))
+        weights.append(weight)
+        vals.append((name, val))
+    if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1:
+        raise ConfigError(f"--sources mixes frames of several sizes, so whole-frame batches of {cfg.batch_size} "
+                          "cannot be stacked; set --crop-size, --base-size or --batch-size 1")
+    transform = TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
+                               rot90=cfg.rot90, base_size=cfg.base_size or None)
+    mixed = MixedTrainSet(parts, weights, transform, copy_paste=cfg.copy_paste, hard_frac=cfg.hard_negative_frac)
+    log.info("sources: %s", ", ".join(f"{n} x{w:g} ({len(d)} train frames)" for (n, d), w in zip(parts, weights)))
+    return mixed, vals[0][1], test, tuple(vals)
+
+
+def train_loader(cfg: TrainConfig, train: IRSTDDataset | MixedTrainSet, epoch: int, rank: int, world: int,
                  device: torch.device) -> DataLoader:
     """Return this epoch's training loader (sampling seeded by seed and epoch; each rank its own share)."""
     generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, rank))
-    if cfg.steps_per_epoch:
+    if isinstance(train, MixedTrainSet):   # sources by weight, mined frames by hard_negative_frac
+        steps = cfg.steps_per_epoch or len(train) // (cfg.batch_size * world)
+        sampler = WeightedRandomSampler(torch.as_tensor(train.sample_weights(), dtype=torch.float64),
+                                        steps * cfg.batch_size, replacement=True, generator=generator)
+    elif cfg.steps_per_epoch:
         sampler = RandomSampler(train, replacement=True, num_samples=cfg.steps_per_epoch * cfg.batch_size,
                                 generator=generator)
     elif world > 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -40,6 +41,22 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ite
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def encode_points(points: dict[int, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Return mined false alarms {frame: K x 2} as two tensors (frame per point, N x 2 points): checkpoint-safe."""
+    frames = [np.full(len(v), k, np.int64) for k, v in sorted(points.items())]
+    coords = [np.asarray(v, np.float32).reshape(-1, 2) for _, v in sorted(points.items())]
+    return {"frame": torch.from_numpy(np.concatenate(frames) if frames else np.zeros(0, np.int64)),
+            "point": torch.from_numpy(np.concatenate(coords) if coords else np.zeros((0, 2), np.float32))}
+
+
+def decode_points(encoded: dict[str, torch.Tensor] | None) -> dict[int, np.ndarray]:
+    """Return what encode_points encoded ({} for None: checkpoints without mining)."""
+    if not encoded or len(encoded["frame"]) == 0:
+        return {}
+    frame, point = encoded["frame"].numpy(), encoded["point"].numpy()
+    return {int(k): point[frame == k] for k in np.unique(frame)}
+
+
 class TrainState:
     """The network (raw weights), its EMA, Adam, the schedule, the fp16 loss scaler and the run's progress.
 
@@ -57,6 +74,7 @@ class TrainState:
         self.best, self.best_epoch = -1.0, -1   # best val IoU of the selected weights, and its epoch
         self.history: list[dict] = []           # one record per epoch: train means, lr, frames/s, val scores
         self.nonfinite_in_row = 0     # steps skipped in a row for a non-finite loss or gradient
+        self.hard_points: dict[int, np.ndarray] = {}   # mined false alarms: frame -> K x 2 (row, col)
 
     @property
     def lr(self) -> float:
@@ -64,13 +82,18 @@ class TrainState:
         return self.optimizer.param_groups[0]["lr"]
 
     def record(self, stats: dict, val: dict | None) -> bool:
-        """Append this epoch's record to the history; return True when val IoU improved on the best."""
+        """Append this epoch's record to the history; return True when the val selection score improved on the best.
+
+        The score is val IoU for one source and the declared combination under --sources
+        (``utils.engine.selection_score``); records of older runs hold only "selected_iou".
+        """
         record = {"epoch": self.epoch, **stats}
-        improved = val is not None and val["selected_iou"] > self.best
+        score = None if val is None else val.get("selected_score", val["selected_iou"])
+        improved = score is not None and score > self.best
         if val is not None:
             record["val"] = val
         if improved:
-            self.best, self.best_epoch = val["selected_iou"], self.epoch
+            self.best, self.best_epoch = score, self.epoch
         self.history.append(record)
         return improved
 
@@ -84,6 +107,7 @@ class TrainState:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch, "best_metric": self.best, "best_epoch": self.best_epoch,
             "history": list(self.history), "nonfinite_in_row": self.nonfinite_in_row,
+            "hard_points": encode_points(self.hard_points),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -98,3 +122,4 @@ class TrainState:
         self.epoch, self.best, self.best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
         self.history = list(state["history"])
         self.nonfinite_in_row = state.get("nonfinite_in_row", 0)   # absent from checkpoints of older versions
+        self.hard_points = decode_points(state.get("hard_points"))

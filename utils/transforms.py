@@ -80,7 +80,8 @@ class TrainTransform:
             f"rot90={self.rot90}, base_size={self.base_size})"
         )
 
-    def _crop(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _crop(self, image: torch.Tensor, mask: torch.Tensor,
+              focus: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         size = self.crop_size
         height, width = image.shape[-2:]
         if height < size or width < size:  # pad bottom/right with zeros, as the release does
@@ -89,21 +90,33 @@ class TrainTransform:
             mask = F.pad(tv_tensors.Mask(mask), padding, fill=0).as_subclass(torch.Tensor)
             height, width = image.shape[-2:]
         top, left = _randint(0, height - size), _randint(0, width - size)
-        if self.target_prob > 0 and _coin(self.target_prob):
+        point = None
+        if focus is not None:
+            point = (min(max(int(focus[0]), 0), height - 1), min(max(int(focus[1]), 0), width - 1))
+        elif self.target_prob > 0 and _coin(self.target_prob):
             pixels = torch.nonzero(mask[0] > 0)  # N x 2 (row, col) target pixels
             if len(pixels):
-                row, col = pixels[_randint(0, len(pixels) - 1)].tolist()
-                top = _randint(max(0, row - size + 1), min(row, height - size))  # window rows [top, top+size) hold row
-                left = _randint(max(0, col - size + 1), min(col, width - size))
+                point = tuple(pixels[_randint(0, len(pixels) - 1)].tolist())
+        if point is not None:
+            row, col = point
+            top = _randint(max(0, row - size + 1), min(row, height - size))  # window rows [top, top+size) hold row
+            left = _randint(max(0, col - size + 1), min(col, width - size))
         return image[..., top : top + size, left : left + size], mask[..., top : top + size, left : left + size]
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (image, mask) transformed together, both C x h x w; mask values are those of the input mask."""
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor,
+                 focus: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (image, mask) transformed together, both C x h x w; mask values are those of the input mask.
+
+        ``focus`` (row, col) in the input frame's pixels: the crop window is placed to contain it
+        (instead of a target pixel), e.g. to centre training on a mined false alarm.
+        """
         _check_pair(image, mask)
         if self.base_size is not None:
+            if focus is not None:
+                focus = (focus[0] * self.base_size / image.shape[-2], focus[1] * self.base_size / image.shape[-1])
             image, mask = _resize(image, mask, self.base_size)
         if self.crop_size is not None:
-            image, mask = self._crop(image, mask)
+            image, mask = self._crop(image, mask, focus)
         if self.flip:
             if _coin(0.5):
                 image, mask = image.flip(-1), mask.flip(-1)

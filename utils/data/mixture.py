@@ -1,0 +1,164 @@
+"""Several training sources in one run: weighted sampling, pasted synthetic targets and mined false alarms.
+
+A ``MixedTrainSet`` joins the training splits of datasets with pixel masks (``IRSTDDataset``)
+and of box-labelled videos (``VideoFrameDataset``). Its items are those of either, with an
+``ignore`` map (1 = unknown: the part of a labelled box outside its pseudo-mask; all 0 for a
+frame with an exact mask). Per item, before the geometric transform:
+
+- with probability ``copy_paste`` a frame gets 1-3 synthetic targets pasted onto its background
+  away from real targets (``utils.synthetic.paste_targets``: exact masks on real clutter);
+- a frame with mined false alarms (``hard_points``, refreshed by ``mine_hard_negatives``) has
+  its crop centred on one of them half of the time.
+
+``sample_weights`` gives each source its weight's share of the draws, split evenly among its
+frames, and the frames holding false alarms ``hard_frac`` of all draws. The recipe and its
+ablations: docs/protocols.md#general-model.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from utils.data.frames import DataError
+
+logger = logging.getLogger(__name__)
+FOCUS_PROB = 0.5        # chance that a frame with mined false alarms is cropped around one of them
+PASTE_COUNT = (1, 3)    # synthetic targets pasted per chosen frame
+CLEAR_PX = 3            # a detection within this many px of a target or box is not a false alarm
+
+
+class MixedTrainSet:
+    """The training frames of several sources; items {"image", "mask", "ignore" (1 x h x w each), "name", "source"}.
+
+    ``parts``: [(source name, dataset)], each dataset built without a transform; ``weights``: one
+    positive number per source; ``transform(image, target, focus=None)`` is applied to the
+    frame and the stacked (mask, ignore) target, as ``utils.transforms.TrainTransform`` does.
+    """
+
+    def __init__(self, parts: Sequence[tuple[str, object]], weights: Sequence[float], transform=None,
+                 copy_paste: float = 0.0, hard_frac: float = 0.25):
+        if len(parts) != len(weights) or not parts:
+            raise ValueError(f"{len(parts)} source(s) and {len(weights)} weight(s): give one weight per source")
+        for (name, dataset), weight in zip(parts, weights):
+            if len(dataset) == 0:
+                raise DataError(f"source {name}: its training split has no frames; remove it from --sources")
+            if weight <= 0:
+                raise ValueError(f"source {name}: weight {weight} must be positive")
+        self.parts, self.weights = list(parts), [float(w) for w in weights]
+        self.transform, self.copy_paste, self.hard_frac = transform, copy_paste, hard_frac
+        self.offsets = np.cumsum([0] + [len(d) for _, d in self.parts])
+        self.source_of = np.repeat(np.arange(len(self.parts)), np.diff(self.offsets))
+        self.sizes: list[tuple[int, int]] = [tuple(s) for _, d in self.parts for s in d.sizes]
+        self.hard_points: dict[int, np.ndarray] = {}   # frame index -> K x 2 (row, col) false-alarm centroids
+        self.split, self.layout = "train", "mixed"
+        self.warnings = [w for _, d in self.parts for w in getattr(d, "warnings", [])]
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def names(self) -> list[str]:
+        """Return "<source>/<frame name>" for every frame, in dataset order."""
+        return [f"{name}/{frame}" for name, d in self.parts for frame in d.names]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """Return (source index, index within that source) of frame i."""
+        s = int(self.source_of[i])
+        return s, i - int(self.offsets[s])
+
+    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return frame i as stored: (image H x W float32 in [0, 1], mask uint8, ignore uint8), no augmentation."""
+        s, j = self.locate(i)
+        item = self.parts[s][1][j]
+        image = item["image"][0].numpy()
+        mask = (item["mask"][0].numpy() > 0).astype(np.uint8)
+        ignore = (item["ignore"][0].numpy() > 0).astype(np.uint8) if "ignore" in item else np.zeros_like(mask)
+        return image, mask, ignore
+
+    def __getitem__(self, i: int) -> dict:
+        import torch  # here, as in IRSTDDataset: the package imports without torch
+
+        image, mask, ignore = self.raw(i)
+        if self.copy_paste > 0 and float(torch.rand(())) < self.copy_paste:
+            from utils.synthetic import paste_targets
+
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's seeded RNG
+            n = int(rng.integers(PASTE_COUNT[0], PASTE_COUNT[1] + 1))
+            image, pasted = paste_targets(image, (mask | ignore) > 0, rng, n)
+            mask = mask | pasted
+        focus = None
+        points = self.hard_points.get(i)
+        if points is not None and len(points) and float(torch.rand(())) < FOCUS_PROB:
+            focus = tuple(points[int(torch.randint(0, len(points), ()))])
+        frame = torch.from_numpy(np.ascontiguousarray(image))[None]
+        target = torch.from_numpy(np.stack([mask, ignore]).astype(np.float32))
+        if self.transform is not None:
+            frame, target = self.transform(frame, target, focus=focus)
+        s, j = self.locate(i)
+        return {"image": frame, "mask": target[:1], "ignore": target[1:],
+                "name": f"{self.parts[s][0]}/{self.parts[s][1].names[j]}", "source": s}
+
+    def sample_weights(self) -> np.ndarray:
+        """Return one sampling weight per frame (summing to 1): sources by weight, mined frames hard_frac of it all."""
+        share = np.asarray(self.weights) / sum(self.weights)
+        counts = np.diff(self.offsets)
+        weights = (share / counts)[self.source_of]
+        hard = np.zeros(len(self), bool)
+        hard[list(self.hard_points)] = True
+        if hard.any() and not hard.all() and self.hard_frac > 0:
+            weights[hard] *= self.hard_frac / weights[hard].sum()
+            weights[~hard] *= (1 - self.hard_frac) / weights[~hard].sum()
+        return weights / weights.sum()
+
+
+def false_alarm_points(prob: np.ndarray, known: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Return K x 2 (row, col) centroids of the components of prob > threshold that touch no known pixel.
+
+    ``known``: H x W bool, the targets and the unknown box pixels; a component within CLEAR_PX of
+    them is not a false alarm.
+    """
+    from utils.metrics import find_components
+
+    comps = find_components(prob > threshold)
+    if comps.n == 0:
+        return np.zeros((0, 2), np.float32)
+    near = cv2.dilate(known.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).ravel() > 0
+    touches = np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
+    return comps.centroids()[~touches].astype(np.float32)
+
+
+def mine_hard_negatives(net, train: MixedTrainSet, device, dtype=None, threshold: float = 0.5,
+                        max_frames: int = 0, seed: int = 0, batch_size: int = 1, progress: bool = False
+                        ) -> dict[int, np.ndarray]:
+    """Return {frame index: K x 2 false-alarm centroids} of net on the training frames (whole native frames).
+
+    ``max_frames`` > 0 scans that many frames drawn with ``seed``; batches group frames of one size.
+    The network is left in eval mode.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from utils.data.dataset import size_batches
+    from utils.runtime import autocast, fixed_algorithms
+
+    indices = np.arange(len(train))
+    if 0 < max_frames < len(train):
+        indices = np.sort(np.random.default_rng(seed).choice(len(train), max_frames, replace=False))
+    sizes = [train.sizes[i] for i in indices]
+    found: dict[int, np.ndarray] = {}
+    net.eval()
+    with torch.no_grad(), fixed_algorithms():
+        for batch in tqdm(size_batches(sizes, batch_size), desc="mine false alarms", leave=False, disable=not progress):
+            frames = [train.raw(int(indices[k])) for k in batch]
+            x = torch.from_numpy(np.stack([f[0] for f in frames]))[:, None].to(device)
+            with autocast(device, dtype or torch.float32):
+                _, t = net(x)
+            probs = torch.sigmoid(t.float())[:, 0].cpu().numpy()
+            for k, prob, (_, mask, ignore) in zip(batch, probs, frames):
+                points = false_alarm_points(prob, (mask | ignore) > 0, threshold)
+                if len(points):
+                    found[int(indices[k])] = points
+    return found
