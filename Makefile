@@ -4,11 +4,19 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-SIRST ?= ../shared/datasets/SIRST-v1
+# The clip demo: the shipped checkpoint on the real clip of datasets/samples (always runs; no data needed).
+# Switching the demo to another checkpoint is this one line; `make demo-expected` then records its numbers.
+CLIP_CKPT ?= checkpoints/lrrnet_sirst_v1.pt
+CLIP ?= datasets/samples/videos/IR_BIRD_019_128-255.mp4
+CLIP_LABELS ?= datasets/samples/labels.csv
+CLIP_OUT ?= results/demo_clip
+STRIP ?= docs/img/demo_strip.png
+# The SIRST v1 demo: runs when the dataset is in the repository's datasets/ folder (or SIRST=/path/to/SIRST-v1).
+SIRST ?= datasets/SIRSTv1
 CKPT ?= checkpoints/lrrnet_sirst_v1.pt
 DEMO ?= results/demo
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo demo-clip demo-sirst demo-expected demo-synthetic bench clean
 
 $(STAMP): requirements.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -23,17 +31,34 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
 
-# The shipped checkpoint on the SIRST v1 test frames when both are here; otherwise a one-minute
-# training run on generated scenes. Either way: infer, score, print the table, write overlays and roc.png.
-demo: $(STAMP)
+# The shipped checkpoint on the real clip: detections, the annotated video, the box scores, the picture strip;
+# then, when SIRST v1 is here, on its test frames (metric table, overlays, roc.png).
+demo: demo-clip demo-sirst
+
+demo-clip: $(STAMP)
+	@test -f $(CLIP_CKPT) || { echo "error: checkpoint $(CLIP_CKPT) is missing: restore it (git checkout -- $(CLIP_CKPT)) or pass CLIP_CKPT=FILE"; exit 2; }
+	$(VPY) inference.py --checkpoint $(CLIP_CKPT) --video $(CLIP) --out $(CLIP_OUT) --overlay --overwrite --quiet
+	$(VPY) cal_from_mask.py --boxes $(CLIP_LABELS) --pred $(CLIP_OUT) --quiet
+	$(VPY) -m utils.strip --video $(CLIP) --pred $(CLIP_OUT) --boxes $(CLIP_LABELS) --out $(STRIP)
+	@$(VPY) -m utils.demo check --checkpoint $(CLIP_CKPT) --pred $(CLIP_OUT) || true
+
+demo-sirst: $(STAMP)
 	@if [ -f $(CKPT) ] && [ -d $(SIRST) ]; then \
 	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score --overwrite; \
 	else \
-	  echo "($(CKPT) or $(SIRST) absent: training on synthetic scenes first)"; \
-	  $(VPY) run_configs.py --config synthetic --out runs/demo_synthetic --overwrite && \
-	  $(VPY) inference.py --checkpoint runs/demo_synthetic/best.pt --data-root runs/demo_synthetic/synthetic \
-	    --split test --out $(DEMO) --overlay --score --overwrite; \
+	  echo "(SIRST v1 demo skipped: $(SIRST) or $(CKPT) is absent; put SIRST v1 there or pass SIRST=/path/to/SIRST-v1)"; \
 	fi
+
+# Record the clip's scores for CLIP_CKPT in datasets/samples/expected_scores.json (CPU, fp32, every frame and every
+# 2nd; tests/test_demo.py checks them). With `make demo` before it, also the strip: make demo demo-expected CLIP_CKPT=...
+demo-expected: $(STAMP)
+	$(VPY) -m utils.demo record --checkpoint $(CLIP_CKPT)
+
+# One minute of training on generated scenes, then the same inference and scoring (no data, no checkpoint needed).
+demo-synthetic: $(STAMP)
+	$(VPY) run_configs.py --config synthetic --out runs/demo_synthetic --overwrite
+	$(VPY) inference.py --checkpoint runs/demo_synthetic/best.pt --data-root runs/demo_synthetic/synthetic \
+	  --split test --out results/demo_synthetic --overlay --score --overwrite
 
 bench: $(STAMP)
 	$(VPY) -m models.summary --size 512 512

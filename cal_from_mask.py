@@ -17,7 +17,7 @@ One run per folder: when PRED/manifest.json (written by inference.py) exists, ma
 not list (another run's) or listed files that are missing are refused, naming a few; a folder
 without one (another tool's predictions) is scored with a warning that it cannot be checked.
 
-    python cal_from_mask.py --boxes ../shared/datasets/IR-Drone-Video/labels.csv --pred results/video
+    python cal_from_mask.py --boxes datasets/IR-Drone-Video/labels.csv --pred results/video
 
 Box mode (``--boxes``, instead of ``--data-root``): scores the video inference's PRED/detections.json
 against box labels at target level (Pd, false alarms per frame, frames with a false alarm, per class;

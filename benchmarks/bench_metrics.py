@@ -34,7 +34,7 @@ import scipy.io
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-NUDT = ROOT.parent / "shared" / "datasets" / "NUDT-SIRST"
+NUDT = ROOT / "datasets" / "NUDT-SIRST"  # the repository's data root (datasets/README.md)
 RELEASE_SECONDS = 25.0  # the release's scorer takes about 25 s for the 664 NUDT-SIRST test frames (measured once, on this project's CPU machine)
 TARGET_SPEEDUP = 25.0  # our aim: whole-process scoring at least 25x faster than that
 

@@ -1,7 +1,7 @@
 """Target-level scoring of video detections against box labels: Pd, false alarms per frame, a Pd/FA curve.
 
 Inputs
-- Labels: a CSV ``video,frame,x,y,w,h`` (../shared/datasets/IR-Drone-Video/labels.csv): ``frame``
+- Labels: a CSV ``video,frame,x,y,w,h`` (datasets/IR-Drone-Video/labels.csv): ``frame``
   0-based in decoding order, the box in pixel-EDGE coordinates (pixel column i spans [i, i + 1)),
   x, y, w, h all empty when the target is absent from the frame; at most one target per frame.
   The class of a video is the second '_'-separated field of its name (IR_BIRD_001 -> BIRD; a

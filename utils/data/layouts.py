@@ -43,6 +43,7 @@ RELEASE_NAMES = {
     "IRSTD-1k": "IRSTD-1k",
     "sirst_aug": "sirst_aug",
     "SIRSTv1": "SIRSTv1",
+    "IR-Drone-Video": "IR-Drone-Video",
 }
 LAYOUTS = ("folder", "sirst", "basicirstd", "video")
 SPLITS = ("train", "val", "test", "trainval")
@@ -60,7 +61,11 @@ def _datasets_dir() -> Path:
 
 
 def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
-    """Return the dataset folder: a release name maps to datasets/NAME, anything else is a path."""
+    """Return the dataset folder: a release name maps to datasets/NAME, anything else is a path.
+
+    A bare name that is no folder here but is one under datasets/ (``SIRST-v1``, ``samples``) means
+    that folder too.
+    """
     text = str(name_or_path)
     release = {key.lower(): value for key, value in RELEASE_NAMES.items()}.get(text.lower())
     datasets_dir = _datasets_dir()
@@ -75,10 +80,13 @@ def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
             f"link it with `ln -s /path/to/{release} {root}`, or pass --data-root /path/to/{release}"
         )
     root = Path(text).expanduser()
+    bare = text and Path(text).name == text and text not in (".", "..")
+    if not root.exists() and bare and (datasets_dir / text).is_dir():
+        return datasets_dir / text
     if not root.exists():
         raise DataError(
             f"data root {root} does not exist: pass the folder that holds the dataset "
-            f"(or one of the release names {sorted(RELEASE_NAMES)}, read from {datasets_dir})"
+            f"(or one of the release names {sorted(RELEASE_NAMES)}, or the name of a folder in {datasets_dir})"
         )
     if not root.is_dir():
         raise DataError(f"data root {root} is a file, not a folder: pass the folder that holds the dataset")
