@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 # The clip demo: the shipped checkpoint on the real clip of datasets/samples (always runs; no data needed).
 # Switching the demo to another checkpoint is this one line; `make demo-expected` then records its numbers.
-CLIP_CKPT ?= checkpoints/lrrnet_sirst_v1.pt
+CLIP_CKPT ?= checkpoints/lrrnet_general.pt
 CLIP ?= datasets/samples/videos/IR_BIRD_019_128-255.mp4
 CLIP_LABELS ?= datasets/samples/labels.csv
 CLIP_OUT ?= results/demo_clip
