@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.checkpoint import atomic_save  # noqa: E402
-from benchmarks.timing import round_robin  # noqa: E402
+from benchmarks.timing import print_table, round_robin  # noqa: E402
 from utils.synthetic import write_dataset  # noqa: E402
 
 TARGET_BIAS = -2.0  # logit offset of the random network's target head (see main)
@@ -99,10 +99,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cpu = platform.processor() or platform.machine()
     print(f"# CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.frames} frames of {args.size} x {args.size}, median of {args.rounds} rounds")
-    print("| path | s for all frames | frames/s | ratio to release-like |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['path']} | {r['seconds']:.2f} | {r['fps']:.3f} | {r['ratio']:.2f}x |")
+    print_table([{**r, "ratio": f"{r['ratio']:.2f}x"} for r in rows],
+                [("path", "path", ""), ("s for all frames", "seconds", ".2f"), ("frames/s", "fps", ".3f"),
+                 ("ratio to release-like", "ratio", "")])
     return rows
 
 

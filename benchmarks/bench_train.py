@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import print_table  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.data import IRSTDDataset  # noqa: E402
 from utils.losses import LRRLoss  # noqa: E402
@@ -96,10 +97,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 rows.append({"device": where, "path": name, "s_per_step": t, "fps": args.batch_size / t,
                              "speedup": plain / t})
     print(f"batch {args.batch_size} x 1 x 256 x 256, torch {torch.__version__}, median of {args.steps} steps")
-    print("| device | path | s/step | frames/s | speed-up |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['device']} | {r['path']} | {r['s_per_step']:.2f} | {r['fps']:.2f} | {r['speedup']:.2f}x |")
+    print_table([{**r, "speedup": f"{r['speedup']:.2f}x"} for r in rows],
+                [("device", "device", ""), ("path", "path", ""), ("s/step", "s_per_step", ".2f"),
+                 ("frames/s", "fps", ".2f"), ("speed-up", "speedup", "")])
     return rows
 
 

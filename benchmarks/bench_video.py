@@ -32,7 +32,7 @@ from models import load_model  # noqa: E402
 from utils import ROOT  # noqa: E402
 from utils.predict import detect_targets  # noqa: E402
 from utils.runtime import Predictor  # noqa: E402
-from benchmarks.timing import round_robin  # noqa: E402
+from benchmarks.timing import print_table, round_robin  # noqa: E402
 from utils.synthetic import make_scene  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "lrrnet_sirst_v1.pt"
@@ -97,10 +97,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cpu = platform.processor() or platform.machine()
     print(f"# CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{args.frames} frames of 320 x 256, median of {args.rounds} rounds, whole job incl. model load")
-    print("| path | s for all frames | frames/s | ratio to plain, same dtype |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['path']} | {r['seconds']:.2f} | {r['fps']:.1f} | {r['ratio']:.2f}x |")
+    print_table([{**r, "ratio": f"{r['ratio']:.2f}x"} for r in rows],
+                [("path", "path", ""), ("s for all frames", "seconds", ".2f"), ("frames/s", "fps", ".1f"),
+                 ("ratio to plain, same dtype", "ratio", "")])
     return rows
 
 

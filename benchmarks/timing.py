@@ -1,10 +1,10 @@
-"""The round-robin timer the whole-job benchmarks share."""
+"""The round-robin timer the whole-job benchmarks share, and the markdown table they all print."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 
 def round_robin(paths: dict[str, Callable[[Path], object]], rounds: int, tmp: Path) -> dict[str, list[float]]:
@@ -20,3 +20,11 @@ def round_robin(paths: dict[str, Callable[[Path], object]], rounds: int, tmp: Pa
             times[name].append(time.perf_counter() - start)
             print(f"round {r + 1}/{rounds} {name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     return times
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> None:
+    """Print rows as a markdown table; columns: (header, row key, format spec such as ".2f")."""
+    print("| " + " | ".join(header for header, _, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(format(row[key], spec) for _, key, spec in columns) + " |")

@@ -29,7 +29,7 @@ from utils.data.mixture import MixedTrainSet, mine_hard_negatives
 from utils.files import write_json
 from utils.losses import LRRLoss
 from utils.metrics import THRESHOLD, Evaluator
-from utils.predict import detect_targets
+from utils.predict import default_batch_size, detect_targets
 from utils.runtime import autocast, fixed_algorithms
 from utils.train_log import EpochLog
 from utils.train_setup import (Run, barrier, close_run_log, epoch_seed, for_training, read_last, seed_everything,
@@ -144,10 +144,9 @@ def mine_if_due(state: TrainState, run: Run) -> dict:
     if not (cfg.hard_negatives and isinstance(train, MixedTrainSet)):
         return {}
     if state.epoch > 0 and state.epoch % cfg.hard_negatives == 0:
-        batch = 16 if run.device.type == "cuda" else 1
         state.hard_points = mine_hard_negatives(state.net, train, run.device, run.dtype, THRESHOLD,
-                                                cfg.hard_negative_frames, epoch_seed(cfg, state.epoch, 0), batch,
-                                                progress=run.main)
+                                                cfg.hard_negative_frames, epoch_seed(cfg, state.epoch, 0),
+                                                default_batch_size(run.device), progress=run.main)
         train.hard_points = state.hard_points
         log.info("epoch %d: %d false alarms on %d training frames mined", state.epoch + 1,
                  sum(len(v) for v in state.hard_points.values()), len(state.hard_points))
@@ -224,8 +223,7 @@ def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset, device: torch.dev
     net.eval()
     counts = np.zeros(7, np.int64)   # frames, targets, found, false alarms, frames with FA, absent with FA, absent
     mine = list(range(rank, len(dataset), world))
-    per_batch = 16 if device.type == "cuda" else 1     # frames of one size run together on a GPU
-    for batch in size_batches([dataset.sizes[i] for i in mine], per_batch):
+    for batch in size_batches([dataset.sizes[i] for i in mine], default_batch_size(device)):
         items = [dataset[mine[k]] for k in batch]
         with autocast(device, dtype):
             _, t = net(torch.stack([item["image"] for item in items]).to(device))

@@ -245,17 +245,26 @@ def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
 def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDataset, IRSTDDataset]:
     """Return (train, val, test) datasets, every file decoded and checked; val is the layout's own split or a
     seeded subset of the training frames; test (scored at the end) is not kept in memory."""
-    layout = None if cfg.layout == "auto" else cfg.layout
-    common = dict(layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
-    transform = TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
-                               rot90=cfg.rot90, base_size=cfg.base_size or None)
-    train = IRSTDDataset(root, "train", transform=transform, **common)
+    common = split_options(cfg)
+    train = IRSTDDataset(root, "train", transform=train_transform(cfg), **common)
     val = IRSTDDataset(root, "val", **common)
     test = IRSTDDataset(root, "test", cache=False, **common)   # decoded now: a bad test frame fails before training
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1 and len(set(train.sizes)) > 1:
         raise ConfigError(f"the training frames of {root} have {len(set(train.sizes))} sizes, so whole-frame batches "
                           f"of {cfg.batch_size} cannot be stacked; set --crop-size, --base-size or --batch-size 1")
     return train, val, test
+
+
+def split_options(cfg: TrainConfig) -> dict:
+    """Return the keyword arguments every IRSTDDataset of a run shares: layout, val carving, 16-bit mode."""
+    return dict(layout=None if cfg.layout == "auto" else cfg.layout, val_fraction=cfg.val_fraction,
+                val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
+
+
+def train_transform(cfg: TrainConfig) -> TrainTransform:
+    """Return the training augmentation of a run: resize, crops, flips, rotations as configured."""
+    return TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
+                          rot90=cfg.rot90, base_size=cfg.base_size or None)
 
 
 def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
@@ -266,39 +275,31 @@ def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDat
     --video-val-every-th of val.txt for validation. The first source must have pixel masks and a
     test split: it is the one scored on test (the others are scored with inference.py).
     """
-    layout = None if cfg.layout == "auto" else cfg.layout
-    common = dict(layout=layout, val_fraction=cfg.val_fraction, val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
+    common = split_options(cfg)
     parts, weights, vals, test = [], [], [], None
     for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
         try:
             root = resolve_data_root(name)
         except DataError as err:
             raise ConfigError(f"--sources entry {name!r}: {err}") from None
+        video = is_video_root(root)
+        if video and k == 0:
+            raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
+                              "and a video source has none; put a dataset with pixel masks first")
+        vals.append((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
+                     else IRSTDDataset(root, "val", **common)))
         if weight == 0:     # validated and selected on only
-            val = (VideoFrameDataset(root, "val", every=cfg.video_val_every) if is_video_root(root)
-                   else IRSTDDataset(root, "val", **common))
-            vals.append((name, val))
             continue
-        if is_video_root(root):
-            if k == 0:
-                raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
-                                  "and a video source has none; put a dataset with pixel masks first")
-            train = VideoFrameDataset(root, "train", every=cfg.video_every)
-            val = VideoFrameDataset(root, "val", every=cfg.video_val_every)
-        else:
-            train = IRSTDDataset(root, "train", **common)
-            val = IRSTDDataset(root, "val", **common)
-            if k == 0:
-                test = IRSTDDataset(root, "test", cache=False, **common)
-        parts.append((name, train))
+        parts.append((name, VideoFrameDataset(root, "train", every=cfg.video_every) if video
+                      else IRSTDDataset(root, "train", **common)))
         weights.append(weight)
-        vals.append((name, val))
+        if k == 0:
+            test = IRSTDDataset(root, "test", cache=False, **common)
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1:
         raise ConfigError(f"--sources mixes frames of several sizes, so whole-frame batches of {cfg.batch_size} "
                           "cannot be stacked; set --crop-size, --base-size or --batch-size 1")
-    transform = TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
-                               rot90=cfg.rot90, base_size=cfg.base_size or None)
-    mixed = MixedTrainSet(parts, weights, transform, copy_paste=cfg.copy_paste, hard_frac=cfg.hard_negative_frac)
+    mixed = MixedTrainSet(parts, weights, train_transform(cfg), copy_paste=cfg.copy_paste,
+                          hard_frac=cfg.hard_negative_frac)
     log.info("sources: %s", ", ".join(f"{n} x{w:g} ({len(d)} train frames)" for (n, d), w in zip(parts, weights)))
     return mixed, vals[0][1], test, tuple(vals)
 

@@ -52,6 +52,7 @@ class MixedTrainSet:
         self.offsets = np.cumsum([0] + [len(d) for _, d in self.parts])
         self.source_of = np.repeat(np.arange(len(self.parts)), np.diff(self.offsets))
         self.sizes: list[tuple[int, int]] = [tuple(s) for _, d in self.parts for s in d.sizes]
+        self.part_names = [list(d.names) for _, d in self.parts]   # built once: items name themselves by it
         self.hard_points: dict[int, np.ndarray] = {}   # frame index -> K x 2 (row, col) false-alarm centroids
         self.split, self.layout = "train", "mixed"
         self.warnings = [w for _, d in self.parts for w in getattr(d, "warnings", [])]
@@ -62,7 +63,7 @@ class MixedTrainSet:
     @property
     def names(self) -> list[str]:
         """Return "<source>/<frame name>" for every frame, in dataset order."""
-        return [f"{name}/{frame}" for name, d in self.parts for frame in d.names]
+        return [f"{name}/{frame}" for (name, _), frames in zip(self.parts, self.part_names) for frame in frames]
 
     def locate(self, i: int) -> tuple[int, int]:
         """Return (source index, index within that source) of frame i."""
@@ -81,6 +82,7 @@ class MixedTrainSet:
     def __getitem__(self, i: int) -> dict:
         import torch  # here, as in IRSTDDataset: the package imports without torch
 
+        s, j = self.locate(i)
         image, mask, ignore = self.raw(i)
         if self.copy_paste > 0 and float(torch.rand(())) < self.copy_paste:
             from utils.synthetic import paste_targets
@@ -97,9 +99,8 @@ class MixedTrainSet:
         target = torch.from_numpy(np.stack([mask, ignore]).astype(np.float32))
         if self.transform is not None:
             frame, target = self.transform(frame, target, focus=focus)
-        s, j = self.locate(i)
         return {"image": frame, "mask": target[:1], "ignore": target[1:],
-                "name": f"{self.parts[s][0]}/{self.parts[s][1].names[j]}", "source": s}
+                "name": f"{self.parts[s][0]}/{self.part_names[s][j]}", "source": s}
 
     def sample_weights(self) -> np.ndarray:
         """Return one sampling weight per frame (summing to 1): sources by weight, mined frames hard_frac of it all."""
