@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from utils.boxscore import CURVE_SOURCES, DEFAULT_THRESHOLD, BoxScoreError, format_box_table, score_box_folder, \
-    write_box_report
+from utils.boxscore import CURVE_SOURCES, DEFAULT_THRESHOLD, BoxScoreError, format_box_table, import_matplotlib, \
+    score_box_folder, write_box_report
 from utils.cli import BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError
-from utils.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, import_matplotlib, score_folder, \
+from utils.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, score_folder, \
     write_report
 
 log = logging.getLogger("cal_from_mask")
@@ -77,8 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="ours (docs/metrics.md, default) or release (the authors' scoring; comparison only)")
     parser.add_argument("--source", default="auto", choices=SOURCES, help="read .mat, .png, or .mat where present (auto)")
     parser.add_argument("--allow-missing", action=BoolFlag, help="score the frames that have a prediction")
-    parser.add_argument("--workers", type=non_negative_int, default=2,
-                        help="threads reading files ahead of scoring (0: none)")
+    parser.add_argument("--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1),
+                        help="mask mode: processes scoring chunks of frames (64 frames or more; same numbers), "
+                             "box mode: threads reading maps; 0 or 1: none (default: 2, or 1 on a 1-core machine)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     return parser.parse_args(argv)
@@ -108,13 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threshold is not None or args.curve is not None:
         return fail("--threshold and --curve apply to box mode (--boxes) only: mask mode scores p > 0.5")
     start = time.perf_counter()
-    # matplotlib takes about as long to import as the NUDT-SIRST test split takes to score: import it in a
-    # thread meanwhile (plot_roc's own import then finds it done, or waits for it under the import lock).
-    threading.Thread(target=import_matplotlib, daemon=True).start()
     try:
         scored = score_folder(args.pred, args.data_root, args.split, args.layout, val_fraction=args.val_fraction,
                               val_seed=args.val_seed, protocol=args.protocol, source=args.source,
-                              allow_missing=args.allow_missing, workers=args.workers, progress=not args.quiet)
+                              allow_missing=args.allow_missing, workers=args.workers, progress=not args.quiet,
+                              processes=args.workers)
     except (DataError, ScoringError) as error:
         return fail(str(error))
     for note in scored.warnings:
@@ -134,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def main_boxes(args: argparse.Namespace) -> int:
     """Box mode: score PRED/detections.json against --boxes; print the table, write the JSON and PNG; return 0 or 2."""
     start = time.perf_counter()
+    # matplotlib (the Pd/FA curve) takes about 0.5 s to import: in a thread, meanwhile the detections are scored
     threading.Thread(target=import_matplotlib, daemon=True).start()
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     try:

@@ -275,3 +275,38 @@ def test_manifest_refuses_mixed_and_incomplete_runs(dataset, capsys):
     assert "mat/e.mat" in capsys.readouterr().err
     write_json(pred / "manifest.json", {"files": files})
     assert run(root, pred) == 0
+
+
+def test_forked_scoring_processes_give_the_same_report(tmp_path):
+    """A whole cal_from_mask.py process (no torch, one thread: it forks scoring workers) against one that scores
+    in its own process: the same report, to the last digit of every count and the ROC."""
+    import subprocess
+    import sys
+
+    from utils import ROOT
+    from utils.scoring import PROCESS_MIN_FRAMES
+    root, pred = tmp_path / "data", tmp_path / "pred"
+    for sub in ("test/images", "test/masks", "trainval/images", "trainval/masks", "mat"):
+        (root / sub if sub != "mat" else pred / sub).mkdir(parents=True)
+    for split, n in (("trainval", 2), ("test", PROCESS_MIN_FRAMES + 6)):
+        for k in range(n):
+            targets = [(k % 20, (3 * k) % 20, 1 + k % 3)] if k % 5 else []  # every 5th frame holds no target
+            mask = make_mask(24, 24, targets)
+            cv2.imwrite(str(root / split / "images" / f"{k:03d}.png"), np.full((24, 24), 60, np.uint8))
+            cv2.imwrite(str(root / split / "masks" / f"{k:03d}.png"), mask * 255)
+            if split == "test":
+                prob = make_prediction("d" if k % 7 == 0 else "x", mask, seed=k)
+                scipy.io.savemat(pred / "mat" / f"{k:03d}.mat", {"T": prob})
+    reports = []
+    for workers in ("0", "2"):
+        out = tmp_path / workers
+        done = subprocess.run([sys.executable, str(ROOT / "cal_from_mask.py"), "--pred", str(pred), "--data-root",
+                               str(root), "--workers", workers, "--out", str(out), "--quiet"],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        reports.append(json.loads((out / "metrics.json").read_text()))
+    assert reports[0]["n_images"] == PROCESS_MIN_FRAMES + 6
+    for report in reports:
+        report.pop("pred_dir")
+        report["niou"] = round(report["niou"], 12)  # a sum over frames in another order: the last bit may differ
+    assert reports[0] == reports[1]

@@ -497,6 +497,12 @@ def format_box_table(report: dict) -> str:
     return "\n".join([title, line(head), *(line(r) for r in rows)])
 
 
+def import_matplotlib() -> None:
+    """Import the Agg canvas and Figure (about 0.5 s of CPU), so that a thread can overlap the import with scoring."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def plot_pd_fa(path: str | Path, report: dict) -> Path:
     """Write the Pd / false-alarms-per-frame curve (points labelled by threshold) as a PNG atomically; return it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no display; imported only here

@@ -23,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import sys
+import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,8 +38,9 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from utils.data import DataError, Sample, fit_mask, list_split, read_mask, resolve_data_root
-from utils.files import atomic_write, write_json
+from utils.chart import RED, Series, log_chart
+from utils.data import DataError, Sample, fit_mask, index_split, read_mask, resolve_data_root
+from utils.files import write_json, write_png
 from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
@@ -46,6 +49,8 @@ RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512
 UNDEFINED_WITHOUT_TARGETS = ("pd", "recall", "f1", "auc")  # None when the masks hold no target at all
 MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
 PREFETCH_PER_WORKER = 4  # frames read ahead per reading thread (bounds memory)
+PROCESS_MIN_FRAMES = 64  # fewer frames are scored in the calling process: forking costs more than it saves
+CHUNKS_PER_PROCESS = 4  # chunks per process: the progress bar moves, and a slow chunk does not hold the others
 
 
 class ScoringError(ValueError):
@@ -292,12 +297,11 @@ def _prefetch(jobs: Sequence[tuple[Sample, Path]], protocol: str, workers: int) 
             yield sample, path, future.result()
 
 
-def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: int = 2,
-          progress: bool = True) -> tuple[Evaluator, list[str]]:
-    """Return (the Evaluator over all frames, warnings) for (sample, prediction file) pairs."""
+def _score_chunk(jobs: Sequence[tuple[Sample, Path]], protocol: str, workers: int, bar=None
+                 ) -> tuple[Evaluator, list[str], dict[Path, int]]:
+    """Return (Evaluator, warnings, {folder: 0/1 PNGs}) over frames read by `workers` threads; bar ticks per frame."""
     evaluator = Evaluator(THRESHOLD, release_matching=(protocol == "release"))
     warnings: list[str] = []
-    bar = tqdm(total=len(jobs), desc="scoring", unit="frame", disable=None if progress else True, file=sys.stderr)
     binary: dict[Path, int] = {}  # folder -> 0/1 PNGs read as binary maps
     for _, path, (prob, mask, notes) in _prefetch(jobs, protocol, workers):
         if BINARY_NOTE in notes:
@@ -308,7 +312,59 @@ def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: 
             evaluator.update(prob, mask, name=str(path))
         except ValueError as error:  # logits, NaN, bad shape: the message names the file
             raise ScoringError(str(error)) from None
-        bar.update()
+        if bar is not None:
+            bar.update()
+    return evaluator, warnings, binary
+
+
+def _score_in_child(jobs: Sequence[tuple[Sample, Path]], protocol: str) -> tuple[Evaluator, list[str], dict]:
+    """_score_chunk in a worker process: one thread there (the processes are the parallelism)."""
+    cv2.setNumThreads(1)
+    return _score_chunk(jobs, protocol, 0)
+
+
+def fork_is_safe() -> bool:
+    """Return True when this process can fork scoring workers: fork exists, no other thread runs, no torch.
+
+    A fork copies only the calling thread: a lock another thread held (torch's and OpenMP's pools,
+    tqdm's monitor, a logging handler) stays locked in the child forever. cal_from_mask.py's own
+    process qualifies; a test runner or inference.py (torch loaded) scores in its own process.
+    """
+    return ("fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+            and "torch" not in sys.modules)
+
+
+def score(jobs: Sequence[tuple[Sample, Path]], protocol: str = "ours", workers: int = 2,
+          progress: bool = True, processes: int = 0) -> tuple[Evaluator, list[str]]:
+    """Return (the Evaluator over all frames, warnings) for (sample, prediction file) pairs.
+
+    ``workers`` threads read files ahead of the scoring. ``processes`` > 1 scores chunks of
+    frames in that many forked processes instead and merges their counts (the same numbers:
+    every metric is a sum over frames); for a fresh process only, such as cal_from_mask.py's,
+    since forking a process that already runs threads (torch, OpenCV) can hang the child: elsewhere
+    (``fork_is_safe``) the frames are scored here, with the same numbers.
+    """
+    def progress_bar() -> tqdm:  # made after the fork: its monitor thread must not be copied into the children
+        return tqdm(total=len(jobs), desc="scoring", unit="frame", disable=None if progress else True, file=sys.stderr)
+
+    if processes > 1 and len(jobs) >= PROCESS_MIN_FRAMES and fork_is_safe():
+        size = -(-len(jobs) // (processes * CHUNKS_PER_PROCESS))
+        chunks = [jobs[k:k + size] for k in range(0, len(jobs), size)]
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_score_in_child, chunk, protocol) for chunk in chunks]  # forks on the first
+            bar, parts = progress_bar(), []
+            for chunk, future in zip(chunks, futures):  # in order: the warnings keep the frames' order
+                parts.append(future.result())
+                bar.update(len(chunk))
+        evaluator, warnings, binary = parts[0]
+        for other, notes, counts in parts[1:]:
+            evaluator.merge(other)
+            warnings += notes
+            for folder, n in counts.items():
+                binary[folder] = binary.get(folder, 0) + n
+    else:
+        bar = progress_bar()
+        evaluator, warnings, binary = _score_chunk(jobs, protocol, workers, bar)
     bar.close()
     for folder, n in binary.items():
         warnings.append(f"{n} PNG prediction(s) in {folder} hold only the values 0 and 1 (binary maps saved as 0/1, "
@@ -339,36 +395,16 @@ def format_table(metrics: dict) -> str:
     return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
-def import_matplotlib() -> None:
-    """Import the Agg canvas and Figure (about 0.4 s of CPU), so the import can overlap the scoring."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
 def plot_roc(path: Path, roc: dict, metrics: dict, title: str) -> None:
-    """Write the ROC (Pd against false-alarm rate, log x) as a PNG, atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no display; imported only here
-    from matplotlib.figure import Figure
-
+    """Write the ROC (Pd against false-alarm rate, log x) as a PNG, atomically (drawn with OpenCV: utils/chart.py)."""
     fa, pd, thresholds = np.asarray(roc["fa"]), np.asarray(roc["pd"]), np.asarray(roc["thresholds"])
-    figure = Figure(figsize=(5, 4), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    shown = fa > 0  # zero false-alarm rates have no place on a log axis
     auc = "undefined (no target)" if metrics["auc"] is None else f"{metrics['auc']:.4f}"
-    axes.plot(fa[shown], pd[shown], "-", color="tab:blue", label=f"AUC {auc}")
+    series = [Series(fa, pd, f"AUC {auc}")]  # zero false-alarm rates have no place on a log axis: not drawn
     at = int(np.argmin(np.abs(thresholds - THRESHOLD)))
     if fa[at] > 0:
-        axes.plot(fa[at], pd[at], "o", color="tab:red", label=f"t = {thresholds[at]:g}")
-    axes.set_xscale("log")
-    axes.set_xlabel("false-alarm rate (background pixels with p >= t)")
-    axes.set_ylabel("Pd (targets with any pixel p >= t)")
-    axes.set_ylim(0, 1.02)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
-    axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    atomic_write(path, lambda f: figure.savefig(f, format="png"))
+        series.append(Series(fa[at:at + 1], pd[at:at + 1], f"t = {thresholds[at]:g}", RED, marker=True))
+    write_png(path, log_chart(series, "false-alarm rate (background pixels with p >= t)",
+                              "Pd (targets with any pixel p >= t)", title))
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -404,14 +440,16 @@ class Scored:
 
 def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "test", layout: str | None = None, *,
                  val_fraction: float = 0.1, val_seed: int = 0, protocol: str = "ours", source: str = "auto",
-                 allow_missing: bool = False, workers: int = 2, progress: bool = True) -> Scored:
+                 allow_missing: bool = False, workers: int = 2, progress: bool = True, processes: int = 0) -> Scored:
     """Return the Scored result of the predictions in pred_dir against the split's masks; ScoringError/DataError.
 
     ``val_fraction`` and ``val_seed`` carve val from trainval where a layout has no val split:
     pass the checkpoint's own (inference.py does) so val is the frames it validated on.
     """
     root = resolve_data_root(data_root)
-    samples, warnings = list_split(root, split, layout, val_fraction, val_seed, decode=False)
+    # no check of the files first: the masks are decoded here anyway, and a bad one stops the run naming it before
+    # anything is written
+    samples, warnings = index_split(root, split, layout, val_fraction, val_seed)
     no_mask = [s.name for s in samples if s.mask is None]
     if no_mask:
         raise ScoringError(f"{len(no_mask)} frame(s) of split {split} in {root} have no mask:\n{_listing(no_mask)}")
@@ -428,7 +466,7 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     jobs = [(s, found[s.name]) for s in samples if s.name in found]
     if not jobs:
         raise ScoringError(f"no prediction in {pred_dir} matches a frame of split {split}: nothing to score")
-    evaluator, notes = score(jobs, protocol, workers, progress)
+    evaluator, notes = score(jobs, protocol, workers, progress, processes)
     warnings = list(warnings) + run_notes + notes
     if missing:
         warnings.append(f"{len(missing)} frame(s) without a prediction were not scored (--allow-missing): "

@@ -30,7 +30,6 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from utils.data.frames import _THREADS, DataError
 
@@ -362,6 +361,8 @@ def pseudo_mask(
     disc = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius + 0.5
     if radius == 1:
         disc[:] = True  # 3 x 3
+    from scipy import ndimage  # here: scipy.ndimage costs 0.3 s to import, and the scorers import this package
+
     padded = np.pad(candidates, radius)  # so closing does not stick to the box edge
     closed = ndimage.binary_closing(padded, structure=disc)[radius:-radius, radius:-radius] | candidates
     filled = ndimage.binary_fill_holes(closed)
