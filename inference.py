@@ -40,6 +40,7 @@ from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_le
                        non_negative_int, positive_int, setup_logging)
 from utils.data import LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
     images_by_stem, index_split, index_videos, list_images, resolve_data_root
+from utils.export import ExportError, OnnxPredictor
 from utils.metrics import CONNECTIVITY, THRESHOLD
 from utils.outputs import OutputFolderError, prepare_out, write_detections, write_manifest
 from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, TemporalConfirmer, default_batch_size,
@@ -48,6 +49,7 @@ from utils.runner import list_videos, run_on_samples, run_on_video
 from utils.runtime import Predictor, select_device
 
 log = logging.getLogger("inference")
+BACKENDS = ("torch", "onnxruntime")
 CONFIRM_RADIUS_PX = 5.0  # a drone at 30 frames/s moves a few pixels a frame in these 320 x 256 videos
 
 
@@ -74,6 +76,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_dtype(parser)
     add_device(parser)
     parser.add_argument("--compile", action=BoolFlag, help="torch.compile the network (pays off on many frames)")
+    parser.add_argument("--backend", default="torch", choices=BACKENDS,
+                        help="torch (default; --checkpoint .pt/.pkl/.pth) or onnxruntime (--checkpoint an .onnx "
+                             "written by python -m utils.export; fp32)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
     parser.add_argument("--tile-above", type=non_negative_int, default=TILE_ABOVE_PX,
@@ -102,6 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     args = parser.parse_args(argv)
+    if args.backend == "onnxruntime" and (args.dtype != "fp32" or args.compile):
+        parser.error("--backend onnxruntime runs the export in fp32: drop --dtype and --compile")
     if args.overlap >= args.tile:
         parser.error(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     if args.tile % 8:
@@ -136,7 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
-        net, meta = load_model(args.checkpoint)
+        if args.backend == "onnxruntime":
+            predictor = OnnxPredictor(args.checkpoint, select_device(args.device))
+            meta = predictor.meta
+        else:
+            if args.checkpoint.suffix.lower() == ".onnx":
+                raise ExportError(f"checkpoint {args.checkpoint} is an ONNX export: run it with --backend onnxruntime")
+            net, meta = load_model(args.checkpoint)
+            predictor = None
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
@@ -154,8 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 samples, warnings = index_split(source, args.split, args.layout, **carve)
         device = select_device(args.device)
-        predictor = Predictor(net, device, args.dtype, compile=args.compile)
-    except (CheckpointError, DataError, ValueError) as error:
+        if predictor is None:
+            predictor = Predictor(net, device, args.dtype, compile=args.compile)
+    except (CheckpointError, DataError, ExportError, ValueError) as error:
         return fail(str(error))
     if videos is None and (args.every != 1 or args.confirm or args.save_maps):
         return fail("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
@@ -180,8 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_options(args: argparse.Namespace) -> dict:
     """Return the options that shape the outputs, for manifest.json."""
-    keys = ("dtype", "device", "batch_size", "tile_above", "tiling", "tile", "overlap", "sixteen_bit", "overlay",
-            "every", "confirm", "confirm_radius", "save_maps", "layout")
+    keys = ("backend", "dtype", "device", "batch_size", "tile_above", "tiling", "tile", "overlap", "sixteen_bit",
+            "overlay", "every", "confirm", "confirm_radius", "save_maps", "layout")
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in keys}
 
 
@@ -193,7 +208,8 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
     elapsed = time.perf_counter() - start
     run_meta = {"checkpoint": str(args.checkpoint), "source": str(source),
-                "split": None if args.images is not None else args.split, **carve, "device": str(device),
+                "split": None if args.images is not None else args.split, **carve, "backend": args.backend,
+                "device": str(device),
                 "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY,
                 "tile_above_px": args.tile_above if args.tiling else None, "tile_px": args.tile,
                 "overlap_px": args.overlap,
@@ -245,8 +261,8 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
     meta = {"checkpoint": str(args.checkpoint), "source": str(source), "videos": [p.stem for p in videos],
             "every": args.every, "confirm": "/".join(map(str, args.confirm)) if args.confirm else None,
             "save_maps": args.save_maps,
-            "confirm_radius_px": args.confirm_radius if args.confirm else None, "device": str(device),
-            "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
+            "confirm_radius_px": args.confirm_radius if args.confirm else None, "backend": args.backend,
+            "device": str(device), "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
     write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])
     files = ["detections.csv", "detections.json"]
     if args.overlay:

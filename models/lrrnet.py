@@ -105,7 +105,7 @@ class LRRNet(nn.Module):
         """
         h, w = x.shape[-2:]
         ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
-        if ph == 0 and pw == 0:
+        if ph == 0 and pw == 0 and not torch.onnx.is_in_onnx_export():  # an export records the pad for any size
             return x
         return F.pad(x, (0, pw, 0, ph), mode=self.config.pad_mode)
 

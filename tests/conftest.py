@@ -17,14 +17,15 @@ def need(path: Path) -> Path:
     return path
 
 
-def random_checkpoint(path: Path, seed: int = 0) -> Path:
-    """Write a checkpoint of a random-weight LRRNet (seeded) in run_configs.py's format to path; return path."""
+def random_checkpoint(path: Path, seed: int = 0, **hparams) -> Path:
+    """Write a checkpoint of a random-weight LRRNet (seeded; hparams shrink it) in run_configs.py's format to path;
+    return path."""
     import torch
 
     from models import get_model
     from utils.checkpoint import atomic_save
 
     torch.manual_seed(seed)
-    net = get_model("LRRNet")
+    net = get_model("LRRNet", **hparams)
     atomic_save({"model": net.state_dict(), "model_name": "LRRNet", "model_hparams": net.hparams()}, path)
     return path

@@ -12,7 +12,7 @@ What the command-line tools share lives here: the forward pass of a batch of sam
 whole or as blended tiles (``predict_maps``), the batching plan (``plan_batches``) and the
 detection of targets (``detect_targets``, through ``utils.metrics.find_components``, the
 project's one connected-component labelling). ``utils.outputs`` writes the files and
-``utils.export`` runs a whole folder or split.
+``utils.runner`` runs a whole folder, split or video (``utils.export`` writes the ONNX export).
 """
 from __future__ import annotations
 
