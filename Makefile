@@ -16,7 +16,7 @@ SIRST ?= datasets/SIRSTv1
 CKPT ?= checkpoints/lrrnet_sirst_v1.pt
 DEMO ?= results/demo
 
-.PHONY: venv test demo demo-clip demo-sirst demo-expected demo-synthetic bench clean
+.PHONY: venv test demo demo-clip demo-sirst demo-expected demo-synthetic bench gpu-check clean
 
 $(STAMP): requirements.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -62,12 +62,17 @@ demo-synthetic: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m models.summary --size 512 512
-	$(VPY) benchmarks/bench_model.py
+	$(VPY) benchmarks/bench_model.py --onnx --json results/bench/model.json
 	$(VPY) benchmarks/bench_train.py --bf16
 	$(VPY) benchmarks/bench_inference.py
 	$(VPY) benchmarks/bench_video.py
 	$(VPY) benchmarks/bench_metrics.py
 	$(VPY) benchmarks/bench_data.py
+
+# On a machine with an NVIDIA GPU: CUDA tests, AMP/compile training, torchrun over NCCL, NUDT-SIRST on GPU and CPU
+# (when datasets/NUDT-SIRST is there), throughput at 512 x 512; writes results/gpu_check/report.json and report.md.
+gpu-check: $(STAMP)
+	$(VPY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

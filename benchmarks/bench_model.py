@@ -1,26 +1,31 @@
-"""Inference speed of LRRNet: frames/s at batch 1 against the release's plain path, in one process.
+"""Inference speed of LRRNet: frames/s against the release's plain path, in one process.
 
-    python benchmarks/bench_model.py                       # CPU (and CUDA when present), all sizes
-    python benchmarks/bench_model.py --sizes 512x512 --repeats 5 --compile
+    python benchmarks/bench_model.py                       # CPU (and CUDA when present), all sizes, batch 1
+    python benchmarks/bench_model.py --sizes 512x512 --repeats 5 --compile --onnx
+    python benchmarks/bench_model.py --devices cuda --sizes 512x512 --batches 1 16 --compile --cuda-graphs
 
 Paths, all with the same weights:
-  reference  the release's way: explicit softmax(QK^T)V attention, contiguous tensors, float32
-  fp32       get_model("LRRNet") in eval: channels_last, scaled_dot_product_attention
+  reference     the release's way: explicit softmax(QK^T)V attention, contiguous tensors, float32
+  fp32          get_model("LRRNet") in eval: channels_last, scaled_dot_product_attention
   fp32+compile  the same through torch.compile (--compile)
-  bf16       utils.runtime.Predictor(dtype="bf16"): the whole network in bfloat16
+  bf16          utils.runtime.Predictor(dtype="bf16"): the whole network in bfloat16
   bf16+compile  (--compile)
-The paths are timed round-robin (one frame each in turn, median of the repeats) so
-that the load of a shared machine hits them alike; speed-up = reference time / path time.
-Peak memory: the process's peak resident set (CPU, reset before each path through
+  bf16+graphs   torch.compile(mode="reduce-overhead"): CUDA graphs replay the whole forward (--cuda-graphs, CUDA)
+  onnxruntime   the utils.export ONNX export run by onnxruntime, float32 (--onnx, CPU)
+The paths are timed round-robin (one call each in turn, median of the repeats) so that the
+load of a shared machine hits them alike; speed-up = reference time / path time at the same
+batch. Peak memory: the process's peak resident set (CPU, reset before each path through
 /proc/self/clear_refs) or torch.cuda.max_memory_allocated (CUDA).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import get_model  # noqa: E402
+from utils.files import write_json  # noqa: E402
 from utils.runtime import Predictor  # noqa: E402
 
 
@@ -56,7 +62,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build_paths(device: torch.device, compile_: bool, state: dict) -> dict:
+def build_paths(device: torch.device, compile_: bool, state: dict, cuda_graphs: bool = False,
+                onnx: bool = False) -> dict:
     """Return {name: callable(x) -> (D, T)} for every path measured, all with the same weights."""
     def load(net):
         net.load_state_dict(state)
@@ -69,24 +76,35 @@ def build_paths(device: torch.device, compile_: bool, state: dict) -> dict:
     if compile_:
         paths["fp32+compile"] = Predictor(load(get_model("LRRNet")), device, "fp32", compile=True)
         paths["bf16+compile"] = Predictor(load(get_model("LRRNet")), device, "bf16", compile=True)
+    if cuda_graphs and device.type == "cuda":
+        graphs = Predictor(load(get_model("LRRNet")), device, "bf16")
+        graphs.run = torch.compile(graphs.net, mode="reduce-overhead")
+        paths["bf16+graphs"] = graphs
+    if onnx and device.type == "cpu":
+        from utils.export import OnnxPredictor, export_onnx
+        path = Path(tempfile.mkdtemp()) / "lrrnet.onnx"
+        export_onnx(load(get_model("LRRNet")), path)
+        paths["onnxruntime"] = OnnxPredictor(path)
     return paths
 
 
-def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compile_: bool) -> list[dict]:
-    """Time every path at every size; return one row per (size, path)."""
+def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compile_: bool, batches: tuple[int, ...] = (1,),
+        cuda_graphs: bool = False, onnx: bool = False) -> list[dict]:
+    """Time every path at every size and batch; return one row per (size, batch, path)."""
     torch.manual_seed(0)
     state = get_model("LRRNet").state_dict()
-    paths = build_paths(device, compile_, state)
+    paths = build_paths(device, compile_, state, cuda_graphs, onnx)
     rows = []
-    for h, w in sizes:
-        x = torch.rand(1, 1, h, w)
+    for (h, w), n in itertools.product(sizes, batches):
+        x = torch.rand(n, 1, h, w)
         times = {name: [] for name in paths}
         peaks, outputs = {}, {}
-        for name, fn in paths.items():          # warm-up (and compilation), peak memory, outputs
+        for name, fn in paths.items():          # warm-up (and compilation, graph capture), peak memory, outputs
             peak_reset(device)
             outputs[name] = fn(x)[1]
             sync(device)
-            fn(x)
+            for _ in range(3 if device.type == "cuda" else 1):  # CUDA graphs record on the 2nd or 3rd call
+                fn(x)
             sync(device)
             peaks[name] = peak_gb(device)
         for _ in range(repeats):
@@ -100,9 +118,18 @@ def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compil
         for name in paths:
             t = statistics.median(times[name])
             diff = (outputs[name] - outputs["reference"]).abs().max().item()
-            rows.append({"device": device.type, "size": f"{h}x{w}", "path": name, "s_per_frame": t,
-                         "fps": 1 / t, "speedup": ref_t / t, "peak_gb": peaks[name], "max_abs_diff_T": diff})
+            rows.append({"device": device.type, "size": f"{h}x{w}", "batch": n, "path": name, "s_per_call": t,
+                         "fps": n / t, "speedup": ref_t / t, "peak_gb": peaks[name], "max_abs_diff_T": diff})
     return rows
+
+
+def print_rows(rows: list[dict]) -> None:
+    """Print the rows as a markdown table."""
+    print("| device | size | batch | path | s/call | frames/s | speed-up | peak memory GiB | max abs diff T |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['device']} | {r['size']} | {r['batch']} | {r['path']} | {r['s_per_call']:.4f} | {r['fps']:.2f} | "
+              f"{r['speedup']:.2f}x | {r['peak_gb']:.2f} | {r['max_abs_diff_T']:.1e} |")
 
 
 def machine(device: torch.device) -> str:
@@ -116,9 +143,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark and print a markdown table; return the rows."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["256x256", "512x512", "1024x1280"], help="HxW")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1], help="frames per call (default 1)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile paths")
+    parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs (bf16, CUDA only)")
+    parser.add_argument("--onnx", action="store_true", help="also time the ONNX export with onnxruntime (CPU only)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -126,12 +157,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in devices:
         device = torch.device(name)
         print(f"# {name}: {machine(device)}", flush=True)
-        rows += run(device, sizes, args.repeats, args.compile)
-    print("| device | size | path | s/frame | frames/s | speed-up | peak memory GiB | max abs diff T |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['device']} | {r['size']} | {r['path']} | {r['s_per_frame']:.3f} | {r['fps']:.2f} | "
-              f"{r['speedup']:.2f}x | {r['peak_gb']:.2f} | {r['max_abs_diff_T']:.1e} |")
+        rows += run(device, sizes, args.repeats, args.compile, tuple(args.batches), args.cuda_graphs, args.onnx)
+    print_rows(rows)
+    if args.json is not None:
+        write_json(args.json, {"machine": {d: machine(torch.device(d)) for d in devices}, "rows": rows})
     return rows
 
 

@@ -1,0 +1,44 @@
+"""benchmarks/gpu_check.py on a machine without CUDA: one line and exit 2; its report rendering from a stored report."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import gpu_check
+from utils import ROOT
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: make gpu-check runs the real thing")
+def test_without_cuda_one_line_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: no CUDA device") and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_metrics_compared_as_printed():
+    a = {"iou": 0.723049, "niou": 0.70001, "precision": 0.8, "recall": 0.85, "f1": 0.82, "pd": 0.97, "auc": 0.95,
+         "fa": 12.344e-6}
+    b = {**a, "iou": 0.72304, "fa": 12.3449e-6}  # both print 72.30 % and 12.34 x1e-6
+    assert gpu_check.rounded(a) == gpu_check.rounded(b)
+    assert gpu_check.rounded(a) != gpu_check.rounded({**a, "iou": 0.7232})
+
+
+def test_markdown_report_lists_steps_nudt_and_throughput():
+    rows = [{"batch": n, "path": p, "fps": f, "speedup": f / 100, "peak_gb": 1.0, "max_abs_diff_T": 0.0}
+            for n, p, f in ((1, "reference", 100.0), (1, "bf16+graphs", 650.0), (16, "bf16", 3200.0))]
+    metrics = {"iou": 0.7, "fa": 1e-5}
+    report = {"device": "NVIDIA H100", "torch": "2.x", "cuda": "12", "seconds": 300.0,
+              "steps": {"tests": {"ok": True, "seconds": 30}, "torchrun": {"ok": False, "seconds": 5},
+                        "nudt": {"ok": True, "seconds": 80, "note": "agree",
+                                 "runs": {"cuda": {"metrics": metrics}, "cpu": {"metrics": metrics}}},
+                        "throughput": {"ok": True, "seconds": 100, "device": "NVIDIA H100", "rows": rows,
+                                       "goals": {"1": {"bf16_frames_per_s": 650.0, "goal": 500.0, "met": True},
+                                                 "16": {"bf16_frames_per_s": 3200.0, "goal": 3000.0, "met": True}}}}}
+    text = gpu_check.markdown(report)
+    assert "| torchrun | FAILED | 5 |" in text and "| tests | passed | 30 |" in text
+    assert "| 1 | bf16+graphs | 650 | 6.50x |" in text
+    assert "batch 16: best bf16 3200.0 frames/s, goal 3000: met" in text
+    assert "| cuda | 0.7 | 1e-05 |" in text
