@@ -14,7 +14,7 @@ from utils.config import ConfigError, parse_sources
 from utils.data import VideoFrameDataset
 from utils.data.mixture import MixedTrainSet, false_alarm_points, mine_hard_negatives
 from utils.engine import evaluate_boxes, selection_score
-from utils.losses import LRRLoss, soft_iou_loss
+from utils.losses import LRRLoss, false_alarm_loss, soft_iou_loss
 from utils.synthetic import MASK_FRACTION, paste_targets, write_dataset
 from utils.train_state import decode_points, encode_points
 from utils.transforms import TrainTransform
@@ -70,6 +70,30 @@ def test_ignored_pixels_leave_the_softiou_and_sparsity_terms():
     with_ignore = loss(stray, stray, stray, mask, ignore)[1]["l1"].item()
     assert with_ignore == pytest.approx(loss(logits, logits, logits, mask, ignore)[1]["l1"].item())
     assert with_ignore < loss(stray, stray, stray, mask)[1]["l1"].item() - 0.01
+
+
+def test_false_alarm_term_acts_on_confident_blobs_away_from_targets_and_boxes():
+    logits = torch.full((2, 1, 32, 32), -8.0)
+    mask = torch.zeros_like(logits)
+    mask[0, 0, 10:12, 10:12] = 1.0
+    logits[0, 0, 10:12, 10:12] = 6.0                   # a found target
+    logits[0, 0, 13, 10] = 6.0                         # its edge, 1 px outside the mask: SoftIoU's business
+    clean = false_alarm_loss(logits, mask)
+    assert clean.item() == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(-8.0))), rel=1e-4)
+    blob = logits.clone().requires_grad_(True)
+    with torch.no_grad():
+        blob[1, 0, 25, 25] = 4.0                       # a confident false alarm in the target-free crop
+    loss = false_alarm_loss(blob, mask, k=4)
+    loss.backward()
+    assert loss.item() == pytest.approx((float(torch.nn.functional.softplus(torch.tensor(4.0)))
+                                         + 7 * float(torch.nn.functional.softplus(torch.tensor(-8.0)))) / 8, rel=1e-4)
+    assert blob.grad[1, 0, 25, 25].item() > 0.1 and blob.grad[0, 0, 13, 10].item() == 0
+    keep = torch.ones_like(mask)
+    keep[1, 0, 22:28, 22:28] = 0                       # inside a labelled box (ignored): not a false alarm
+    assert false_alarm_loss(blob.detach(), mask, keep, k=4).item() == pytest.approx(clean.item(), rel=1e-4)
+    parts = LRRLoss("weighted", w_fa=0.5, fa_topk=4)(blob.detach(), blob.detach(), blob.detach(), mask)
+    without = LRRLoss("weighted")(blob.detach(), blob.detach(), blob.detach(), mask)
+    assert parts[0].item() == pytest.approx(without[0].item() + 0.5 * loss.item(), rel=1e-5)
 
 
 def test_pasted_targets_have_exact_masks_and_keep_off_busy_pixels():
@@ -144,6 +168,7 @@ def test_a_mixed_run_end_to_end(video_root, tmp_path):
     argv = ["--config", "synthetic", "--sources", f"{tmp_path / 'synth'}:1,{video_root}:1", "--video-every", "2",
             "--video-val-every", "3", "--crop-size", "32", "--batch-size", "2", "--steps-per-epoch", "2",
             "--epochs", "2", "--val-every", "1", "--copy-paste", "0.5", "--noise-prob", "0.5", "--hard-negatives", "1",
+            "--w-fa", "0.1",
             "--synthetic", "false", "--out", str(out)]
     assert run_configs.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -153,3 +178,4 @@ def test_a_mixed_run_end_to_end(video_root, tmp_path):
     ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["history"][-1]["hard_frames"] == len(decode_points(ckpt["hard_points"]))
     assert ckpt["epoch"] == 2 and summary["best"]["test"]["n_images"] == 4
+    assert all(record["fa"] > 0 for record in ckpt["history"])

@@ -129,6 +129,10 @@ class TrainConfig:
     w_l1: float = option(0.0, "weight of mean(sigmoid(T)), a differentiable sparsity term (--loss weighted)",
                          bounds=AT_LEAST_0)
     w_mse: float = option(0.1, "weight of the reconstruction MSE(D, image) (--loss weighted)", bounds=AT_LEAST_0)
+    w_fa: float = option(0.0, "weight of the false-alarm term: mean softplus(T) over each crop's --fa-topk most "
+                              "confident background pixels farther than 3 px from a target or box (0: off)",
+                         bounds=AT_LEAST_0)
+    fa_topk: int = option(16, "background pixels per crop in the false-alarm term", bounds=AT_LEAST_1)
     nan_patience: int = option(5, "non-finite losses or gradients in a row before the run stops (each one "
                                   "skips its step)", bounds=AT_LEAST_1)
     # validation and logging

@@ -65,7 +65,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         if isinstance(run.train_set, MixedTrainSet):
             run.train_set.hard_points = state.hard_points    # restored by resume: the same crops as before
         model = for_training(net, run)                       # DDP and torch.compile wrappers
-        loss_fn = LRRLoss(cfg.loss, cfg.w_softiou, cfg.w_l1, cfg.w_mse)
+        loss_fn = LRRLoss(cfg.loss, cfg.w_softiou, cfg.w_l1, cfg.w_mse, cfg.w_fa, cfg.fa_topk)
         epoch_log = EpochLog(run.dir, cfg.epochs, cfg.image_every, enabled=run.main)
         log.info("training %s on %s for %d epochs of %d steps (batch %d x %d), %s, device %s", cfg.config_name,
                  run.root, cfg.epochs, run.steps, cfg.batch_size, run.world, run.dtype, run.device)
@@ -100,7 +100,7 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
     seed_everything(epoch_seed(cfg, state.epoch, run.rank))
     model.train()
     loader = train_loader(cfg, run.train_set, state.epoch, run.rank, run.world, run.device)
-    sums = torch.zeros(4, dtype=torch.float64, device=run.device)   # loss, softiou, l1, mse (kept on the device)
+    sums = torch.zeros(5, dtype=torch.float64, device=run.device)   # loss, softiou, l1, mse, fa (on the device)
     n_frames, n_steps, start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not run.main, leave=False,
                dynamic_ncols=True)
@@ -119,13 +119,13 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
             count_skipped(state, run, skipped)
             continue
         state.nonfinite_in_row = 0
-        sums += torch.stack([loss.detach(), parts["softiou"], parts["l1"], parts["mse"]]).double()
+        sums += torch.stack([loss.detach(), parts["softiou"], parts["l1"], parts["mse"], parts["fa"]]).double()
         n_frames += image.shape[0] * run.world
         n_steps += 1
         if n_steps % 5 == 1:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{state.lr:.2e}",
                             fps=f"{n_frames / (time.perf_counter() - start):.1f}")
-    means = dict(zip(("loss", "softiou", "l1", "mse"), (sums / max(1, n_steps)).tolist()))
+    means = dict(zip(("loss", "softiou", "l1", "mse", "fa"), (sums / max(1, n_steps)).tolist()))
     return {**means, "lr": state.lr, "fps": n_frames / (time.perf_counter() - start), "skipped": run.steps - n_steps}
 
 

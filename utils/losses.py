@@ -22,6 +22,22 @@ def soft_iou_loss(logits: torch.Tensor, mask: torch.Tensor, smooth: float = 1.0,
     return 1 - ((inter + smooth) / (union + smooth)).mean()
 
 
+def false_alarm_loss(logits: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor | None = None, k: int = 16,
+                     margin_px: int = 3) -> torch.Tensor:
+    """Return the mean over samples of softplus(T) (the BCE of "background") over each sample's k most confident
+    background pixels: those farther than margin_px from any target or ignored pixel.
+
+    SoftIoU hardly sees a confident false alarm in a target-free crop: its gradient there is
+    1 / (sum of p + 1)^2 for every pixel alike, however sure the network is of the blob. This
+    term acts on the blob alone; pixels next to a target are left to SoftIoU (they are its edge).
+    """
+    busy = mask if keep is None else torch.maximum(mask, 1 - keep)
+    near = F.max_pool2d(busy, 2 * margin_px + 1, stride=1, padding=margin_px) > 0
+    flat = logits.masked_fill(near, float("-inf")).flatten(1)
+    top = flat.topk(min(k, flat.shape[1]), dim=1).values   # -inf where a crop has fewer background pixels
+    return F.softplus(top).mean()
+
+
 class LRRLoss(nn.Module):
     """Total loss from (D, T logits, input image, mask); ``forward`` returns (total, parts dict of floats).
 
@@ -29,13 +45,16 @@ class LRRLoss(nn.Module):
         SoftIoU + [0.8 SoftIoU + 0.2 fraction(T > 0)] + 0.1 MSE(D, I)
     whose "L1" fraction has no gradient, so what trains is 1.8 SoftIoU + 0.1 MSE.
     preset "weighted": w_softiou SoftIoU + w_l1 mean(sigmoid(T)) + w_mse MSE(D, I), all differentiable.
+    Either adds w_fa false_alarm_loss (k = fa_topk) when w_fa > 0.
     """
 
-    def __init__(self, preset: str = "release", w_softiou: float = 1.0, w_l1: float = 0.0, w_mse: float = 0.1):
+    def __init__(self, preset: str = "release", w_softiou: float = 1.0, w_l1: float = 0.0, w_mse: float = 0.1,
+                 w_fa: float = 0.0, fa_topk: int = 16):
         super().__init__()
         if preset not in ("release", "weighted"):
             raise ValueError(f"loss preset {preset!r} is unknown; choose release or weighted")
         self.preset, self.w_softiou, self.w_l1, self.w_mse = preset, w_softiou, w_l1, w_mse
+        self.w_fa, self.fa_topk = w_fa, fa_topk
 
     def forward(self, d: torch.Tensor, t: torch.Tensor, image: torch.Tensor, mask: torch.Tensor,
                 ignore: torch.Tensor | None = None):
@@ -50,4 +69,6 @@ class LRRLoss(nn.Module):
         else:
             l1 = torch.sigmoid(t).mean() if keep is None else (torch.sigmoid(t) * keep).mean()
             total = self.w_softiou * soft_iou + self.w_l1 * l1 + self.w_mse * mse
-        return total, {"softiou": soft_iou.detach(), "l1": l1.detach(), "mse": mse.detach()}
+        fa = false_alarm_loss(t, mask, keep, self.fa_topk) if self.w_fa > 0 else torch.zeros((), device=t.device)
+        total = total + self.w_fa * fa if self.w_fa > 0 else total
+        return total, {"softiou": soft_iou.detach(), "l1": l1.detach(), "mse": mse.detach(), "fa": fa.detach()}
