@@ -11,6 +11,7 @@ from models import load_model
 from tests.conftest import random_checkpoint
 from utils import export
 from utils.cli import EXIT_ERROR
+from utils.files import file_sha256
 from utils.synthetic import make_scene, write_dataset
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; install it to test the ONNX export")
@@ -44,7 +45,7 @@ def test_export_carries_the_checkpoints_metadata(small):
     ckpt, onnx_path, _ = small
     meta = export.OnnxPredictor(onnx_path).meta
     assert meta["checkpoint"] == ckpt.name
-    assert meta["checkpoint_sha256"] == export.file_sha256(ckpt)
+    assert meta["checkpoint_sha256"] == file_sha256(ckpt)
     assert meta["model_hparams"]["width_mults"] == [1, 2]
 
 

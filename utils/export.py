@@ -19,7 +19,6 @@ printed, and the command exits 1 when one exceeds ``--tolerance`` (default 2e-3)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from torch import nn
 
 from models import CheckpointError, load_model
 from utils.cli import add_log_level, fail, finite_float, positive_int, setup_logging
+from utils.files import file_sha256
 
 log = logging.getLogger("export")
 OPSET = 17  # the oldest opset with every op the network needs (GroupNormalization is not used: it decomposes)
@@ -56,15 +56,6 @@ def import_onnxruntime():
         raise ExportError("onnxruntime is not installed: pip install onnxruntime (it is in requirements.txt)") \
             from None
     return onnxruntime
-
-
-def file_sha256(path: Path) -> str:
-    """Return the hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def json_safe(value):

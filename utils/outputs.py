@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from utils.files import atomic_write_bytes, write_json, write_png
+from utils.files import atomic_write_bytes, file_sha256, write_json, write_png
 from utils.metrics import THRESHOLD
 from utils.predict import DETECTION_FIELDS
 
@@ -249,8 +249,6 @@ def prepare_out(out: Path, overwrite: bool = False) -> list[Path]:
 
 def checkpoint_identity(path: Path) -> dict:
     """Return {"path", "size", "sha256"} of a checkpoint file ({"path", "size", "mtime"} above HASH_LIMIT_BYTES)."""
-    from utils.scoring import file_sha256
-
     path = Path(path)
     stat = path.stat()
     ident = {"path": str(path.resolve()), "size": stat.st_size}
@@ -268,8 +266,6 @@ def write_manifest(out: Path, checkpoint: Path, source: Path, split: str | None,
     files: every file this run wrote, relative to out (posix); frames / videos: the names written.
     detections.json's sha256 is kept, so the box scorer can tell it from another run's.
     """
-    from utils.scoring import file_sha256
-
     out = Path(out)
     detections = out / "detections.json"
     content = {"tool": "inference.py", "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

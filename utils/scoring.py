@@ -20,7 +20,6 @@ No torch here: scoring a folder starts in well under a second.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -40,7 +39,7 @@ from tqdm import tqdm
 
 from utils.chart import RED, Series, log_chart
 from utils.data import DataError, Sample, fit_mask, index_split, read_mask, resolve_data_root
-from utils.files import write_json, write_png
+from utils.files import file_sha256, write_json, write_png
 from utils.metrics import THRESHOLD, Evaluator, check_probabilities
 
 PROTOCOLS = ("ours", "release")
@@ -64,15 +63,6 @@ log = logging.getLogger("scoring")
 MANIFEST = "manifest.json"  # OUT/manifest.json: what one inference.py run wrote (utils.outputs.write_manifest)
 REPORT_FILES = ("metrics.json", "roc.png", "box_metrics.json", "pd_fa_curve.png")  # written by the scorers
 N_NAMED = 5  # file names quoted in a mixed-runs error
-
-
-def file_sha256(path: Path) -> str:
-    """Return the hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(pred_dir: Path) -> dict | None:
