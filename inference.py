@@ -143,14 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
+        device = select_device(args.device)
         if args.backend == "onnxruntime":
-            predictor = OnnxPredictor(args.checkpoint, select_device(args.device))
+            predictor = OnnxPredictor(args.checkpoint, device)
             meta = predictor.meta
         else:
             if args.checkpoint.suffix.lower() == ".onnx":
                 raise ExportError(f"checkpoint {args.checkpoint} is an ONNX export: run it with --backend onnxruntime")
             net, meta = load_model(args.checkpoint)
-            predictor = None
+            predictor = Predictor(net, device, args.dtype, compile=args.compile)
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
@@ -167,9 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 videos, samples, warnings = [item.path for item in index_videos(source, args.split)], [], []
             else:
                 samples, warnings = index_split(source, args.split, args.layout, **carve)
-        device = select_device(args.device)
-        if predictor is None:
-            predictor = Predictor(net, device, args.dtype, compile=args.compile)
     except (CheckpointError, DataError, ExportError, ValueError) as error:
         return fail(str(error))
     if videos is None and (args.every != 1 or args.confirm or args.save_maps):

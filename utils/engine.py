@@ -27,7 +27,7 @@ from utils.boxscore import inside_grown_box
 from utils.data import IRSTDDataset, VideoFrameDataset, size_batches
 from utils.data.mixture import MixedTrainSet, mine_hard_negatives
 from utils.files import write_json
-from utils.losses import LRRLoss
+from utils.losses import LOSS_PARTS, LRRLoss
 from utils.metrics import THRESHOLD, Evaluator
 from utils.predict import default_batch_size, detect_targets
 from utils.runtime import autocast, fixed_algorithms
@@ -100,7 +100,7 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
     seed_everything(epoch_seed(cfg, state.epoch, run.rank))
     model.train()
     loader = train_loader(cfg, run.train_set, state.epoch, run.rank, run.world, run.device)
-    sums = torch.zeros(5, dtype=torch.float64, device=run.device)   # loss, softiou, l1, mse, fa (on the device)
+    sums = torch.zeros(1 + len(LOSS_PARTS), dtype=torch.float64, device=run.device)  # loss and parts, on the device
     n_frames, n_steps, start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not run.main, leave=False,
                dynamic_ncols=True)
@@ -119,13 +119,13 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
             count_skipped(state, run, skipped)
             continue
         state.nonfinite_in_row = 0
-        sums += torch.stack([loss.detach(), parts["softiou"], parts["l1"], parts["mse"], parts["fa"]]).double()
+        sums += torch.stack([loss.detach(), *(parts[k] for k in LOSS_PARTS)]).double()
         n_frames += image.shape[0] * run.world
         n_steps += 1
         if n_steps % 5 == 1:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{state.lr:.2e}",
                             fps=f"{n_frames / (time.perf_counter() - start):.1f}")
-    means = dict(zip(("loss", "softiou", "l1", "mse", "fa"), (sums / max(1, n_steps)).tolist()))
+    means = dict(zip(("loss", *LOSS_PARTS), (sums / max(1, n_steps)).tolist()))
     return {**means, "lr": state.lr, "fps": n_frames / (time.perf_counter() - start), "skipped": run.steps - n_steps}
 
 

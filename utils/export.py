@@ -19,6 +19,7 @@ printed, and the command exits 1 when one exceeds ``--tolerance`` (default 2e-3)
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -48,22 +49,12 @@ class ExportError(ValueError):
     """An export that cannot be made or run (missing onnx/onnxruntime, a file that is not an export)."""
 
 
-def import_onnxruntime():
-    """Return the onnxruntime module, or raise ExportError saying how to install it."""
+def require(name: str):
+    """Return the module onnx or onnxruntime, or raise ExportError saying how to install it."""
     try:
-        import onnxruntime
+        return importlib.import_module(name)
     except ImportError:
-        raise ExportError("onnxruntime is not installed: pip install onnxruntime (it is in requirements.txt)") \
-            from None
-    return onnxruntime
-
-
-def json_safe(value):
-    """Return value with tuples as lists and anything JSON cannot hold as its str()."""
-    try:
-        return json.loads(json.dumps(value, default=str))
-    except (TypeError, ValueError):
-        return str(value)
+        raise ExportError(f"{name} is not installed: pip install {name} (it is in requirements.txt)") from None
 
 
 def export_onnx(net: nn.Module, path: Path, meta: dict | None = None, opset: int = OPSET) -> Path:
@@ -71,8 +62,7 @@ def export_onnx(net: nn.Module, path: Path, meta: dict | None = None, opset: int
 
     The file is written to a temporary name next to path and renamed, so path is whole or absent.
     """
-    import onnx
-
+    onnx = require("onnx")
     net = net.float().eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +75,7 @@ def export_onnx(net: nn.Module, path: Path, meta: dict | None = None, opset: int
                               output_names=["D", "T"], dynamic_axes=DYNAMIC, opset_version=opset, dynamo=False)
         model = onnx.load(tmp)
         prop = model.metadata_props.add()
-        prop.key, prop.value = META_KEY, json.dumps(json_safe(meta or {}))
+        prop.key, prop.value = META_KEY, json.dumps(meta or {}, default=str)  # tuples as lists, the rest as text
         onnx.save(model, tmp)
         os.replace(tmp, path)
     finally:
@@ -98,8 +88,8 @@ class OnnxPredictor:
     """Runs an ONNX export with onnxruntime; ``__call__(x float32 N x 1 x H x W) -> (D, T)`` as torch tensors,
     the interface of ``utils.runtime.Predictor``, so the export path of inference.py is the same for both backends."""
 
-    def __init__(self, path: str | Path, device: torch.device = torch.device("cpu"), threads: int = 0):
-        ort = import_onnxruntime()
+    def __init__(self, path: str | Path, device: torch.device = torch.device("cpu")):
+        ort = require("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist; write one with python -m utils.export "
@@ -112,8 +102,6 @@ class OnnxPredictor:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own types for any unreadable or foreign file
@@ -195,11 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.onnx.is_dir():
             raise ValueError(f"--onnx {args.onnx} is a folder; pass a file name such as {args.onnx / 'lrrnet.onnx'}")
         net, meta = load_model(args.checkpoint)
-        import_onnxruntime()
-        try:
-            import onnx  # noqa: F401
-        except ImportError:
-            raise ExportError("onnx is not installed: pip install onnx (it is in requirements.txt)") from None
+        require("onnxruntime")  # the check needs it: missing, it is named before the export is written
         export_onnx(net, args.onnx, export_meta(args.checkpoint, meta), args.opset)
     except (CheckpointError, ExportError, ValueError) as error:
         return fail(str(error))

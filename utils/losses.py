@@ -6,6 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+LOSS_PARTS = ("softiou", "l1", "mse", "fa")  # the parts LRRLoss.forward returns beside the total, logged per epoch
+
+
 def soft_iou_loss(logits: torch.Tensor, mask: torch.Tensor, smooth: float = 1.0,
                   keep: torch.Tensor | None = None) -> torch.Tensor:
     """Return 1 - mean over samples of the soft IoU of sigmoid(logits) and mask (a scalar in [0, 1]).
