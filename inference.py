@@ -47,6 +47,7 @@ from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, T
                            parse_confirm)
 from utils.runner import list_videos, run_on_samples, run_on_video
 from utils.runtime import Predictor, select_device
+from utils.verify import load_verification
 
 log = logging.getLogger("inference")
 BACKENDS = ("torch", "onnxruntime")
@@ -79,6 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="torch (default; --checkpoint .pt/.pkl/.pth) or onnxruntime (--checkpoint an .onnx "
                              "written by python -m utils.export; fp32)")
+    parser.add_argument("--verify", action=BoolFlag, default=True,
+                        help="apply the checkpoint's second stage when it has one (default; python -m utils.verify "
+                             "trains it): candidates it rejects fall below the threshold; --no-verify: LRRNet alone")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
     parser.add_argument("--tile-above", type=non_negative_int, default=TILE_ABOVE_PX,
@@ -152,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ExportError(f"checkpoint {args.checkpoint} is an ONNX export: run it with --backend onnxruntime")
             net, meta = load_model(args.checkpoint)
             predictor = Predictor(net, device, args.dtype, compile=args.compile)
+            if args.verify:
+                predictor.verification = load_verification(meta, device)
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
@@ -191,11 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"cannot write to {out} ({error.strerror or error}): pass a writable --out")
 
 
-def run_options(args: argparse.Namespace) -> dict:
-    """Return the options that shape the outputs, for manifest.json."""
+def run_options(args: argparse.Namespace, predictor=None) -> dict:
+    """Return the options that shape the outputs, for manifest.json; "verifier": the second stage's tau, or None."""
     keys = ("backend", "dtype", "device", "batch_size", "tile_above", "tiling", "tile", "overlap", "sixteen_bit",
             "overlay", "every", "confirm", "confirm_radius", "save_maps", "layout")
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in keys}
+    options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in keys}
+    verification = getattr(predictor, "verification", None)
+    return {**options, "verifier": verification.describe() if verification is not None else None}
 
 
 def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sample], warnings: list[str], out: Path,
@@ -210,7 +218,7 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
                 "device": str(device),
                 "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY,
                 "tile_above_px": args.tile_above if args.tiling else None, "tile_px": args.tile,
-                "overlap_px": args.overlap,
+                "overlap_px": args.overlap, "verifier": run_options(args, predictor)["verifier"],
                 "checkpoint_meta": {k: meta[k] for k in ("epoch", "selected_weights", "code_revision", "source")
                                     if k in meta}}
     frames = [({"frame": s.name}, report.detections[s.name]) for s in samples if s.name in report.detections]
@@ -222,7 +230,7 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
     kinds = [("mat", "mat"), ("img", "png")] + ([("overlay", "png")] if args.overlay else [])
     files = ["detections.csv", "detections.json"] + [f"{sub}/{name}.{ext}" for name in report.written
                                                       for sub, ext in kinds]
-    write_manifest(out, args.checkpoint, source, run_meta["split"], {**run_options(args), **carve}, files,
+    write_manifest(out, args.checkpoint, source, run_meta["split"], {**run_options(args, predictor), **carve}, files,
                    frames=list(report.written))
     n_targets = sum(len(e["targets"]) for e in report.detections.values())
     n_frames = len(samples) + len(skipped)
@@ -260,14 +268,15 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
             "every": args.every, "confirm": "/".join(map(str, args.confirm)) if args.confirm else None,
             "save_maps": args.save_maps,
             "confirm_radius_px": args.confirm_radius if args.confirm else None, "backend": args.backend,
-            "device": str(device), "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY}
+            "device": str(device), "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY,
+            "verifier": run_options(args, predictor)["verifier"]}
     write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])
     files = ["detections.csv", "detections.json"]
     if args.overlay:
         files += [f"{p.stem}.mp4" for p in videos if (out / f"{p.stem}.mp4").is_file()]
     if args.save_maps:
         files += [f"img/{keys['video']}_{keys['frame']:06d}.png" for keys, _ in frames]
-    write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split, run_options(args),
+    write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split, run_options(args, predictor),
                    files, videos=[p.stem for p in videos])
     n_targets = sum(len(entry["targets"]) for _, entry in frames)
     print(f"{len(frames)} frames of {len(videos) - len(errors)} of {len(videos)} video(s) in {seconds:.2f} s "

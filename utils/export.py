@@ -93,6 +93,7 @@ class OnnxPredictor:
 
     def __init__(self, path: str | Path, device: torch.device = torch.device("cpu")):
         ort = require("onnxruntime")
+        self.verification = None  # the export holds LRRNet alone; a checkpoint's second stage (utils.verify) is not in it
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist; write one with python -m utils.export "
@@ -188,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.onnx.is_dir():
             raise ValueError(f"--onnx {args.onnx} is a folder; pass a file name such as {args.onnx / 'lrrnet.onnx'}")
         net, meta = load_model(args.checkpoint)
+        if isinstance(meta.get("verifier"), dict):
+            log.warning("%s holds a second stage (utils.verify); the export holds LRRNet alone, so --backend "
+                        "onnxruntime runs without it", args.checkpoint)
         require("onnxruntime")  # the check needs it: missing, it is named before the export is written
         export_onnx(net, args.onnx, export_meta(args.checkpoint, meta), args.opset)
     except (CheckpointError, ExportError, ValueError) as error:

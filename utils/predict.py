@@ -2,11 +2,14 @@
 
     from models import load_model
     from utils.predict import predict_frame
+    from utils.verify import load_verification
     net, meta = load_model("checkpoints/lrrnet_sirst_v1.pt")   # ours, or the authors' raw state_dict
     result = predict_frame(net, frame)    # frame: H x W numpy array, uint8 / uint16 / float in [0, 1]
     result.prob        # H x W float32 probabilities sigmoid(T)
     result.recon       # H x W float32 reconstruction D
     result.detections  # one dict per target: centroid, box, area, peak and mean probability
+    # with a checkpoint's second stage (utils.verify), as inference.py applies it:
+    result = predict_frame(net, frame, verification=load_verification(meta))
 
 What the command-line tools share lives here: the forward pass of a batch of same-size frames,
 whole or as blended tiles (``predict_maps``), the batching plan (``plan_batches``) and the
@@ -128,7 +131,9 @@ def predict_maps(predictor: Predictor, frames: Sequence[np.ndarray],
                  opts: PredictOptions = PredictOptions()) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Return (probabilities, reconstructions), H x W float32 each, for same-size frames (float32 in [0, 1]).
 
-    Frames above ``opts.tile_above`` pixels run one by one as tiles; the others in one batch.
+    Frames above ``opts.tile_above`` pixels run one by one as tiles; the others in one batch. A
+    predictor with a ``verification`` (``utils.verify``) has its rejected candidates put below
+    ``opts.threshold`` in the probabilities.
     """
     if not frames:
         return [], []
@@ -136,9 +141,14 @@ def predict_maps(predictor: Predictor, frames: Sequence[np.ndarray],
     if opts.tiled(frames[0].shape):
         outputs = [predict_tiled(predictor, x[k:k + 1], opts.tile, opts.overlap, opts.batch_size)
                    for k in range(len(frames))]
-        return [torch.sigmoid(t).numpy() for _, t in outputs], [d.numpy() for d, _ in outputs]
-    d, t = predictor(x)
-    return list(torch.sigmoid(t[:, 0]).cpu().numpy()), list(d[:, 0].cpu().numpy())
+        probs, recons = [torch.sigmoid(t).numpy() for _, t in outputs], [d.numpy() for d, _ in outputs]
+    else:
+        d, t = predictor(x)
+        probs, recons = list(torch.sigmoid(t[:, 0]).cpu().numpy()), list(d[:, 0].cpu().numpy())
+    verification = getattr(predictor, "verification", None)  # utils.verify: the second stage, when attached
+    if verification is not None:
+        probs = [verification(frame, prob, opts.threshold) for frame, prob in zip(frames, probs)]
+    return probs, recons
 
 
 def plan_batches(sizes: dict[int, tuple[int, int]], opts: PredictOptions) -> list[list[int]]:
@@ -160,6 +170,29 @@ def plan_batches(sizes: dict[int, tuple[int, int]], opts: PredictOptions) -> lis
 DETECTION_FIELDS = ("target", "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "peak_prob", "mean_prob")
 
 
+def component_table(prob: np.ndarray, comps) -> dict[str, np.ndarray]:
+    """Return per-component arrays (length n) of prob's components: y, x (centroid, pixels), top, left,
+    height, width (box, pixels), area (pixels), peak and mean (probabilities)."""
+    n, label, width = comps.n, comps.label, comps.shape[1]
+    rows, cols = comps.index // width, comps.index % width
+    values = np.asarray(prob).ravel()[comps.index].astype(np.float64)
+    area = comps.areas()
+    top = np.full(n + 1, np.iinfo(np.int64).max)
+    left = top.copy()
+    bottom = np.full(n + 1, -1, np.int64)
+    right = bottom.copy()
+    peak = np.full(n + 1, -np.inf)
+    np.minimum.at(top, label, rows)
+    np.minimum.at(left, label, cols)
+    np.maximum.at(bottom, label, rows)
+    np.maximum.at(right, label, cols)
+    np.maximum.at(peak, label, values)
+    centroid = comps.centroids().reshape(-1, 2)  # n x 2 (row, col)
+    return {"y": centroid[:, 0], "x": centroid[:, 1], "top": top[1:], "left": left[1:],
+            "height": bottom[1:] - top[1:] + 1, "width": right[1:] - left[1:] + 1, "area": area, "peak": peak[1:],
+            "mean": np.bincount(label, weights=values, minlength=n + 1)[1:] / np.maximum(area, 1)}
+
+
 def detect_targets(prob: np.ndarray, threshold: float = THRESHOLD) -> list[dict]:
     """Return one dict per 8-connected component of prob > threshold, in raster order of its first pixel.
 
@@ -171,26 +204,11 @@ def detect_targets(prob: np.ndarray, threshold: float = THRESHOLD) -> list[dict]
     comps = find_components(prob > threshold)
     if comps.n == 0:
         return []
-    n, label, width = comps.n, comps.label, comps.shape[1]
-    rows, cols = comps.index // width, comps.index % width
-    values = prob.ravel()[comps.index].astype(np.float64)
-    area = comps.areas()
-    centroid = comps.centroids()  # n x 2 (row, col)
-    top = np.full(n + 1, np.iinfo(np.int64).max)
-    left = top.copy()
-    bottom = np.full(n + 1, -1, np.int64)
-    right = bottom.copy()
-    peak = np.full(n + 1, -np.inf)
-    np.minimum.at(top, label, rows)
-    np.minimum.at(left, label, cols)
-    np.maximum.at(bottom, label, rows)
-    np.maximum.at(right, label, cols)
-    np.maximum.at(peak, label, values)
-    mean = np.bincount(label, weights=values, minlength=n + 1)[1:] / area
-    return [{"target": k + 1, "x": float(centroid[k, 1]), "y": float(centroid[k, 0]),
-             "bbox_x": int(left[k + 1]), "bbox_y": int(top[k + 1]), "bbox_w": int(right[k + 1] - left[k + 1] + 1),
-             "bbox_h": int(bottom[k + 1] - top[k + 1] + 1), "area_px": int(area[k]), "peak_prob": float(peak[k + 1]),
-             "mean_prob": float(mean[k])} for k in range(n)]
+    t = component_table(prob, comps)
+    return [{"target": k + 1, "x": float(t["x"][k]), "y": float(t["y"][k]), "bbox_x": int(t["left"][k]),
+             "bbox_y": int(t["top"][k]), "bbox_w": int(t["width"][k]), "bbox_h": int(t["height"][k]),
+             "area_px": int(t["area"][k]), "peak_prob": float(t["peak"][k]), "mean_prob": float(t["mean"][k])}
+            for k in range(comps.n)]
 
 
 # ----------------------------------------------------------------------------- one frame, from Python
@@ -206,15 +224,19 @@ class FramePrediction:
 
 
 def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str = "fp32", device: str = "auto",
-                  sixteen_bit: str = "range", opts: PredictOptions = PredictOptions()) -> FramePrediction:
+                  sixteen_bit: str = "range", opts: PredictOptions = PredictOptions(),
+                  verification=None) -> FramePrediction:
     """Return the FramePrediction for one H x W (or H x W x 3 BGR) numpy frame.
 
     8-bit frames are divided by 255 (as the release does), 16-bit ones scaled by ``sixteen_bit``
     ("range": / 65535, "percentile": a 0.5-99.5 percentile stretch), float frames must already lie
     in [0, 1]. ``model`` is a network (wrapped on the fly in a Predictor on ``device`` with
-    ``dtype``) or a Predictor made once for many frames, which is faster.
+    ``dtype``) or a Predictor made once for many frames, which is faster. ``verification``
+    (``utils.verify.load_verification(meta)``) re-scores the candidates, as inference.py does.
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model, select_device(device), dtype)
+    if verification is not None:
+        predictor.verification = verification
     unit = frame_to_unit(np.asarray(frame), "frame", sixteen_bit)
     probs, recons = predict_maps(predictor, [unit], opts)
     return FramePrediction(probs[0], recons[0], detect_targets(probs[0], opts.threshold))

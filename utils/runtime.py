@@ -79,6 +79,7 @@ class Predictor(nn.Module):
         self.weight_dtype = torch.bfloat16 if self.dtype == torch.bfloat16 else torch.float32
         self.net = net.to(self.weight_dtype)
         self.run = torch.compile(self.net) if compile else self.net
+        self.verification = None  # utils.verify.Verification: set to re-score candidates after the network
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

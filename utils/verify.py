@@ -1,0 +1,566 @@
+"""Second-stage verification: a small network re-scores LRRNet's candidate targets and drops the clutter.
+
+    python -m utils.verify --checkpoint checkpoints/lrrnet_general.pt --out checkpoints/lrrnet_general.pt
+
+What the command does (docs/verifier.md has the reasons and the measurements):
+
+1. Candidates. LRRNet (the checkpoint's weights, unchanged) runs on whole frames of every
+   source's training split; each connected component of p > t (t = 0.5, the detection
+   threshold) is a candidate. A candidate touching a labelled target (within CLEAR_PX) or
+   whose centroid lies inside the grown label box (the rule of ``cal_from_mask.py --boxes``)
+   is a target; every other candidate is clutter. The same is done on every source's val split
+   (video: every 10th labelled frame from frame 5, so none of the every-10th frames from frame
+   0 that the README reports). Candidates are cached in the run folder, so a killed run resumes.
+2. Training. ``models.verifier.CandidateVerifier`` learns target vs clutter from the training
+   candidates: targets and clutter weigh half of the loss each, and every source's targets the
+   same share of the targets' half (SIRST v1's 322 would drown among the video's 2,792);
+   patches are flipped and rotated; seeded.
+3. Selection of the acceptance level tau on val alone: the tau of a grid that maximises the
+   project's selection score (the mean over sources of IoU, or of Pd - min(FA per frame, 1) for
+   box-labelled video) among those that cost no source more than --max-drop (1 point) of its
+   IoU or Pd against LRRNet alone.
+4. The output checkpoint is the input one plus a "verifier" entry (weights, tau, the val table
+   and the first source's test scores with and without it, scored once after selection),
+   written atomically. ``inference.py`` applies it when present (``--no-verify`` turns it off).
+
+Applying it (``Verification``): each candidate of a frame is scored; a candidate scoring
+s < tau is rejected, and its pixels' probabilities are multiplied by (s / tau) * t, which puts
+them below the detection threshold t. Accepted candidates and every other pixel are unchanged,
+so the maps, masks, detections and scores downstream all see the same decision.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import CheckpointError, load_checkpoint, load_model
+from models.verifier import CandidateVerifier, VerifierConfig
+from utils.cli import add_device, add_log_level, fail, finite_float, non_negative_int, positive_int, setup_logging
+from utils.metrics import THRESHOLD, Components, find_components
+from utils.predict import component_table
+
+log = logging.getLogger(__name__)
+CLEAR_PX = 3                    # a candidate within this many px of a labelled target's pixels is the target
+TAUS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))   # the acceptance levels tried on val
+VIDEO_EVERY, VIDEO_START = 20, 3            # training frames of each video: 3, 23, 43, ...
+VIDEO_VAL_EVERY, VIDEO_VAL_START = 10, 5    # val frames: 5, 15, 25, ... (the README reports 0, 10, 20, ...)
+
+
+class VerifyError(ValueError):
+    """A user error of ``python -m utils.verify`` (a bad checkpoint, source or option)."""
+
+
+# ----------------------------------------------------------------------------- inputs of one frame
+
+
+def candidate_inputs(frame: np.ndarray, prob: np.ndarray, threshold: float = THRESHOLD, patch: int = 48
+                     ) -> tuple[Components, np.ndarray, np.ndarray]:
+    """Return (components of prob > threshold, patches N x 3 x P x P float32, features N x 5 float32).
+
+    Patch channels: the frame (float in [0, 1]; reflected beyond its border), the probabilities
+    and the candidate's own pixels (0 beyond the border), centred on the rounded centroid.
+    Features: area (px), peak and mean probability, box width and height (px).
+    """
+    comps = find_components(np.asarray(prob) > threshold)
+    if comps.n == 0:
+        return comps, np.zeros((0, 3, patch, patch), np.float32), np.zeros((0, 5), np.float32)
+    t = component_table(prob, comps)
+    half = patch // 2
+    image = np.pad(np.asarray(frame, np.float32), half, mode="reflect")
+    probs = np.pad(np.asarray(prob, np.float32), half)
+    labels = np.pad(comps.labels(), half)
+    rows = np.rint(t["y"]).astype(np.int64)[:, None] + np.arange(patch)  # in padded coordinates: centre +- half
+    cols = np.rint(t["x"]).astype(np.int64)[:, None] + np.arange(patch)
+    window = (rows[:, :, None], cols[:, None, :])
+    own = labels[window] == np.arange(1, comps.n + 1)[:, None, None]
+    patches = np.stack([image[window], probs[window], own.astype(np.float32)], 1)
+    features = np.stack([t["area"], t["peak"], t["mean"], t["width"], t["height"]], 1).astype(np.float32)
+    return comps, patches, features
+
+
+def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float, threshold: float) -> np.ndarray:
+    """Return prob with each rejected component (score < tau) multiplied by (score / tau) * threshold."""
+    rejected = scores < tau
+    if not rejected.any():
+        return prob
+    factor = np.ones(comps.n + 1, np.float32)
+    factor[1:][rejected] = (scores[rejected] / tau) * threshold
+    out = np.array(prob, np.float32, copy=True)
+    flat = out.reshape(-1)
+    flat[comps.index] *= factor[comps.label]
+    return out
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Return the k-th (0..7) of the 8 rotations and flips of N x C x P x P patches."""
+    x = torch.rot90(x, k % 4, (2, 3))
+    return x.flip(3) if k >= 4 else x
+
+
+@torch.inference_mode()
+def score_patches(net: CandidateVerifier, patches: np.ndarray, features: np.ndarray, device: torch.device,
+                  batch: int = 1024) -> np.ndarray:
+    """Return the verifier's probabilities (float64, N) for candidate inputs: the mean over the patches' 8 rotations
+    and flips (on the IR-Drone-Video val frames this kept 0.5 points more Pd at equal false alarms than one view)."""
+    net.eval()
+    out = []
+    for k in range(0, len(patches), batch):
+        x = torch.from_numpy(np.asarray(patches[k:k + batch], np.float32)).to(device)
+        f = torch.from_numpy(np.asarray(features[k:k + batch], np.float32)).to(device)
+        out.append(torch.stack([torch.sigmoid(net(dihedral(x, turn), f)) for turn in range(8)]).mean(0).cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+class Verification:
+    """A trained verifier and its acceptance level, applied to each frame's probabilities after LRRNet."""
+
+    def __init__(self, net: CandidateVerifier, tau: float, device: torch.device | str = "cpu"):
+        if not 0 < tau <= 1:
+            raise ValueError(f"verifier tau {tau} must lie in (0, 1]")
+        self.device = torch.device(device)
+        self.net, self.tau = net.to(self.device).eval(), float(tau)
+
+    def __call__(self, frame: np.ndarray, prob: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+        """Return prob with the rejected candidates (components of prob > threshold) put below threshold."""
+        comps, patches, features = candidate_inputs(frame, prob, threshold, self.net.config.patch)
+        if comps.n == 0:
+            return prob
+        return suppress(prob, comps, score_patches(self.net, patches, features, self.device), self.tau, threshold)
+
+    def describe(self) -> dict:
+        """Return what a manifest records of it."""
+        return {"tau": self.tau, "patch": self.net.config.patch, "parameters": sum(p.numel() for p in self.net.parameters())}
+
+
+def load_verification(meta: dict, device: torch.device | str = "cpu") -> Verification | None:
+    """Return the Verification stored in a checkpoint's metadata (``load_model``'s meta), None when it has none."""
+    entry = meta.get("verifier")
+    if not isinstance(entry, dict):
+        return None
+    try:
+        net = CandidateVerifier(VerifierConfig(**entry["hparams"]))
+        net.load_state_dict(entry["state_dict"], strict=True)
+        return Verification(net, float(entry["tau"]), device)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"the checkpoint's verifier entry does not load ({str(error).splitlines()[0]}); "
+                              "rewrite it with python -m utils.verify, or run with --no-verify") from None
+
+
+# ----------------------------------------------------------------------------- candidates of a split
+
+
+@dataclass
+class Candidates:
+    """Every candidate of LRRNet on one split, labelled; frame-level counts for scoring without the maps."""
+
+    patches: np.ndarray     # N x 3 x P x P float16
+    features: np.ndarray    # N x 5 float32
+    target: np.ndarray      # N bool: touches a labelled target or lies in its grown box
+    frame: np.ndarray       # N int64: the frame it belongs to (index in the split)
+    overlap: np.ndarray     # N int64: its pixels on the target mask (mask sources; 0 for boxes)
+    present: np.ndarray     # F bool: the frame has a target
+    mask_px: np.ndarray     # F int64: target-mask pixels of the frame (mask sources; 0 for boxes)
+    kind: np.ndarray        # 0-d str: "mask" or "box"
+
+    def save(self, path: Path) -> None:
+        """Write the candidates to path (.npz) atomically."""
+        from utils.files import atomic_write
+
+        atomic_write(Path(path), lambda f: np.savez(f, **{k.name: getattr(self, k.name) for k in fields(self)}))
+
+    @classmethod
+    def load(cls, path: Path) -> "Candidates":
+        """Read candidates written by ``save``."""
+        with np.load(path, allow_pickle=False) as z:
+            return cls(**{k.name: z[k.name] for k in fields(cls)})
+
+    @classmethod
+    def join(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        """Return the candidates of several splits as one training set (frame-level fields are dropped)."""
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
+                     ("patches", "features", "target", "frame", "overlap")),
+                   np.zeros(0, bool), np.zeros(0, np.int64), np.array("mixed"))
+
+
+def collect(predictor, dataset, threshold: float = THRESHOLD, patch: int = 48, desc: str = "candidates",
+            progress: bool = True) -> Candidates:
+    """Return LRRNet's candidates on every frame of a dataset (``IRSTDDataset`` or ``VideoFrameDataset``).
+
+    ``predictor``: a ``utils.runtime.Predictor`` without verification; frames of one size run in
+    batches of the device's default size.
+    """
+    from tqdm import tqdm
+
+    from utils.boxscore import inside_grown_box
+    from utils.data.dataset import size_batches
+    from utils.predict import default_batch_size, predict_maps
+
+    box_source = hasattr(dataset, "entries")
+    parts: dict[str, list] = {"patches": [], "features": [], "target": [], "frame": [], "overlap": []}
+    present, mask_px = np.zeros(len(dataset), bool), np.zeros(len(dataset), np.int64)
+    batches = size_batches(dataset.sizes, default_batch_size(predictor.device))
+    bar = tqdm(total=len(dataset), desc=desc, unit="frame", disable=None if progress else True, file=sys.stderr)
+    for batch in batches:
+        items = [dataset[i] for i in batch]
+        frames = [item["image"][0].numpy() for item in items]
+        probs, _ = predict_maps(predictor, frames)
+        for i, item, frame, prob in zip(batch, items, frames, probs):
+            comps, patches, features = candidate_inputs(frame, prob, threshold, patch)
+            mask = item["mask"][0].numpy() > 0
+            if box_source:
+                box = item["box"].numpy()
+                present[i] = bool(np.isfinite(box).all())
+                centroid = comps.centroids().reshape(-1, 2)
+                target = inside_grown_box(centroid[:, 1], centroid[:, 0], np.repeat(box[None], comps.n, 0))
+                overlap = np.zeros(comps.n, np.int64)
+            else:
+                present[i], mask_px[i] = bool(mask.any()), int(mask.sum())
+                near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).reshape(-1) > 0
+                target = np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
+                overlap = np.bincount(comps.label, weights=mask.reshape(-1)[comps.index],
+                                      minlength=comps.n + 1)[1:].astype(np.int64)
+            for name, value in (("patches", patches.astype(np.float16)), ("features", features),
+                                ("target", target), ("frame", np.full(comps.n, i, np.int64)), ("overlap", overlap)):
+                parts[name].append(value)
+        bar.update(len(batch))
+    bar.close()
+    p = patch
+    empty = {"patches": np.zeros((0, 3, p, p), np.float16), "features": np.zeros((0, 5), np.float32),
+             "target": np.zeros(0, bool), "frame": np.zeros(0, np.int64), "overlap": np.zeros(0, np.int64)}
+    joined = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
+    return Candidates(**joined, present=present, mask_px=mask_px, kind=np.array("box" if box_source else "mask"))
+
+
+# ----------------------------------------------------------------------------- training and selection
+
+
+def balance_weights(target: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Return per-candidate loss weights (mean 1): targets and clutter weigh half each; with groups (the source
+    of each candidate), the targets of every source weigh the same, so a small source's targets are not drowned."""
+    target = np.asarray(target, bool)
+    weight = np.zeros(len(target))
+    weight[~target] = 0.5 / max((~target).sum(), 1)
+    if groups is None:
+        weight[target] = 0.5 / max(target.sum(), 1)
+    else:
+        names = np.unique(groups[target])
+        for g in names:
+            chosen = target & (groups == g)
+            weight[chosen] = 0.5 / len(names) / chosen.sum()
+    return weight * len(target)
+
+
+def train_verifier(data: Candidates, config: VerifierConfig = VerifierConfig(), epochs: int = 40, batch: int = 128,
+                   lr: float = 2e-3, seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
+                   groups: np.ndarray | None = None) -> tuple[CandidateVerifier, list[float]]:
+    """Return (the trained verifier in eval mode, mean loss per epoch) from labelled candidates.
+
+    Loss: binary cross-entropy weighted by ``balance_weights(target, groups)``; each batch's
+    patches get one of the 8 flips and rotations; AdamW with a one-cycle schedule; seeded (CPU
+    runs repeat exactly).
+    """
+    from tqdm import tqdm
+
+    n, n_target = len(data.target), int(data.target.sum())
+    if n_target == 0 or n_target == n:
+        raise VerifyError(f"the training candidates are {n_target} targets and {n - n_target} clutter: both are "
+                          "needed; add a source with real clutter (target-free frames) or with targets")
+    device = torch.device(device)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = CandidateVerifier(config).to(device)
+    patches = torch.from_numpy(data.patches.astype(np.float32))
+    features = torch.from_numpy(data.features.astype(np.float32))
+    labels = torch.from_numpy(data.target.astype(np.float32))
+    weight = torch.from_numpy(balance_weights(data.target, groups).astype(np.float32))
+    steps = -(-n // batch)
+    optimiser = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, lr, total_steps=epochs * steps)
+    history = []
+    for _ in tqdm(range(epochs), desc="train verifier", unit="epoch", disable=None if progress else True,
+                  file=sys.stderr):
+        net.train()
+        order, total = torch.randperm(n, generator=generator), 0.0
+        for k in range(0, n, batch):
+            idx = order[k:k + batch]
+            turn = int(torch.randint(8, (1,), generator=generator).item())
+            logits = net(dihedral(patches[idx], turn).to(device), features[idx].to(device))
+            loss = (F.binary_cross_entropy_with_logits(logits, labels[idx].to(device), reduction="none")
+                    * weight[idx].to(device)).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+        history.append(total / n)
+    return net.eval(), history
+
+
+def split_scores(data: Candidates, scores: np.ndarray, tau: float | None) -> dict:
+    """Return one val split's scores when candidates scoring below tau are dropped (tau None: none dropped).
+
+    Box sources: pd, fa_per_frame, absent_with_fa (as ``cal_from_mask.py --boxes`` counts);
+    mask sources: iou (pooled; exact, since dropping a candidate removes exactly its pixels).
+    Both: recall, the share of target candidates kept, and kept_clutter, the clutter candidates kept.
+    """
+    keep = np.ones(len(scores), bool) if tau is None else scores >= tau
+    target = data.target
+    out = {"recall": float(keep[target].mean()) if target.any() else 1.0, "kept_clutter": int((keep & ~target).sum()),
+           "clutter": int((~target).sum())}
+    n = len(data.present)
+    if str(data.kind) == "box":
+        hit = np.zeros(n, bool)
+        hit[data.frame[keep & target]] = True
+        alarms = np.bincount(data.frame[keep & ~target], minlength=n)
+        absent = ~data.present
+        out.update(pd=float(hit[data.present].mean()) if data.present.any() else 0.0,
+                   fa_per_frame=float(alarms.sum() / max(n, 1)),
+                   absent_with_fa=float((alarms[absent] > 0).mean()) if absent.any() else None)
+    else:
+        inter = data.overlap[keep].sum()
+        union = data.mask_px.sum() + data.features[keep, 0].sum() - inter
+        out["iou"] = float(inter / union) if union else 0.0
+    return out
+
+
+def choose_tau(val: dict[str, tuple[Candidates, np.ndarray]], max_drop: float = 0.01,
+               taus: Sequence[float] = TAUS) -> tuple[float | None, list[dict]]:
+    """Return (the selected tau or None when no tau qualifies, the table of every tau's val scores).
+
+    Selected: the highest selection score (``utils.engine.selection_score``) among the taus that
+    cost no source more than max_drop of its own measure (IoU for pixel masks, Pd for video)
+    against LRRNet alone; ties go to the lower tau.
+    """
+    from utils.engine import selection_score
+
+    rows = [{"tau": None, "sources": {name: split_scores(c, s, None) for name, (c, s) in val.items()}}]
+    rows += [{"tau": float(t), "sources": {name: split_scores(c, s, float(t)) for name, (c, s) in val.items()}}
+             for t in taus]
+    base = rows[0]["sources"]
+    for row in rows:
+        row["score"] = selection_score(row["sources"])
+        row["allowed"] = all(m[key] >= base[name][key] - max_drop - 1e-12 for name, m in row["sources"].items()
+                             for key in ("pd" if "pd" in m else "iou",))
+    best = max((r for r in rows[1:] if r["allowed"]), key=lambda r: (r["score"], -r["tau"]), default=None)
+    return (best["tau"] if best else None), rows
+
+
+def format_val_table(rows: list[dict], chosen: float | None) -> str:
+    """Return the val table as markdown: one row per tau, per source its score and recall."""
+    names = list(rows[0]["sources"])
+    head = "| tau | " + " | ".join(f"{n} {'Pd / FA per frame' if 'pd' in rows[0]['sources'][n] else 'IoU'} / kept "
+                                     "targets / kept clutter" for n in names) + " | score |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    for r in rows:
+        cells = []
+        for n in names:
+            m = r["sources"][n]
+            main = f"{100 * m['pd']:.2f} % / {m['fa_per_frame']:.3f}" if "pd" in m else f"{100 * m['iou']:.2f}"
+            cells.append(f"{main} / {100 * m['recall']:.1f} % / {m['kept_clutter']} of {m['clutter']}")
+        tau = "none" if r["tau"] is None else f"{r['tau']:.2f}" + (" (selected)" if r["tau"] == chosen else "")
+        lines.append(f"| {tau} | " + " | ".join(cells) + f" | {r['score']:.4f} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = (VIDEO_EVERY, VIDEO_START,
+                                                                                  VIDEO_VAL_EVERY, VIDEO_VAL_START)
+                 ) -> tuple[list[tuple[str, object]], list[tuple[str, object]], object]:
+    """Return ([(source, train split)], [(source, val split)], the first source's test split) of a --sources text.
+
+    Frame datasets carve val from trainval with the checkpoint's own --val-fraction and --val-seed
+    (the frames it was selected on); video sources take every video[0]-th labelled frame from
+    frame video[1] of train.txt and every video[2]-th from frame video[3] of val.txt. Weights are
+    ignored: every source's candidates all count.
+    """
+    from utils.config import ConfigError, parse_sources
+    from utils.data.dataset import IRSTDDataset
+    from utils.data.frames import DataError
+    from utils.data.layouts import resolve_data_root
+    from utils.data.video import VideoFrameDataset, is_video_root
+
+    common = dict(val_fraction=config.get("val_fraction", 0.1), val_seed=config.get("val_seed", 0),
+                  sixteen_bit=config.get("sixteen_bit", "range"))
+    train, val, test = [], [], None
+    try:
+        for k, (name, _) in enumerate(parse_sources(sources)):
+            root = resolve_data_root(name)
+            if is_video_root(root):
+                if k == 0:
+                    raise VerifyError(f"--sources {sources!r}: the first source ({name}) is scored on its test split, "
+                                      "and a video source has none; put a dataset with pixel masks first")
+                train.append((name, VideoFrameDataset(root, "train", every=video[0], start=video[1])))
+                val.append((name, VideoFrameDataset(root, "val", every=video[2], start=video[3])))
+            else:
+                train.append((name, IRSTDDataset(root, "train", **common)))
+                val.append((name, IRSTDDataset(root, "val", **common)))
+                if k == 0:
+                    test = IRSTDDataset(root, "test", cache=False, **common)
+    except (ConfigError, DataError) as error:
+        raise VerifyError(f"--sources {sources!r}: {error}") from None
+    return train, val, test
+
+
+def cached(path: Path, make, fingerprint: str) -> Candidates:
+    """Return the candidates cached at path when they were made from the same checkpoint, else make and cache them."""
+    if path.is_file():
+        data = Candidates.load(path)
+        stored = path.with_suffix(".sha256")
+        if stored.is_file() and stored.read_text().strip() == fingerprint:
+            log.info("reusing %s", path)
+            return data
+    data = make()
+    data.save(path)
+    from utils.files import atomic_write_text
+
+    atomic_write_text(path.with_suffix(".sha256"), fingerprint + "\n")
+    return data
+
+
+def score_test(predictor, verification: Verification, test) -> dict:
+    """Return the pixel metrics of the test split without and with the verifier (one LRRNet pass per frame)."""
+    from tqdm import tqdm
+
+    from utils.engine import plain
+    from utils.metrics import Evaluator
+    from utils.predict import predict_maps
+
+    alone, verified = Evaluator(), Evaluator()
+    for i in tqdm(range(len(test)), desc="test", unit="frame", file=sys.stderr, disable=None):
+        item = test[i]
+        frame, mask = item["image"][0].numpy(), item["mask"][0].numpy()
+        prob = predict_maps(predictor, [frame])[0][0]
+        alone.update(prob, mask)
+        verified.update(verification(frame, prob), mask)
+    return {"without": plain(alone.compute()), "with": plain(verified.compute()), "n_test": len(test)}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Return the parsed command line."""
+    parser = argparse.ArgumentParser(description="Train the second stage that re-scores LRRNet's candidate targets "
+                                                 "and store it in a copy of the checkpoint (docs/verifier.md).")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="an LRRNet checkpoint of run_configs.py")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="the checkpoint to write: the input plus its verifier (may be the input itself)")
+    parser.add_argument("--sources", default=None,
+                        help="NAME[:WEIGHT],... as run_configs.py takes them (default: the checkpoint's own "
+                             "--sources); the first needs pixel masks and a test split")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="candidate caches and the report (default runs/verify_<checkpoint stem>); a rerun "
+                             "reuses the caches of the same checkpoint")
+    parser.add_argument("--video-every", type=non_negative_int, nargs=2, default=(VIDEO_EVERY, VIDEO_START),
+                        metavar=("EVERY", "START"), help="training frames of each train.txt video: every EVERY-th "
+                        f"labelled frame from frame START (default {VIDEO_EVERY} {VIDEO_START})")
+    parser.add_argument("--video-val-every", type=non_negative_int, nargs=2, default=(VIDEO_VAL_EVERY, VIDEO_VAL_START),
+                        metavar=("EVERY", "START"), help="val frames of each val.txt video (default "
+                        f"{VIDEO_VAL_EVERY} {VIDEO_VAL_START}: none of the every-10th frames from 0 the README reports)")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs (default 40)")
+    parser.add_argument("--width", type=positive_int, default=VerifierConfig.width,
+                        help=f"first-stage channels (default {VerifierConfig.width})")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="training seed (default 0)")
+    parser.add_argument("--max-drop", type=finite_float, default=0.01,
+                        help="largest loss of any val source's IoU (pixel masks) or Pd (video) against LRRNet alone "
+                             "that tau may cost (default 0.01: one point)")
+    add_device(parser, default="cpu")
+    add_log_level(parser)
+    args = parser.parse_args(argv)
+    if args.video_every[0] < 1 or args.video_val_every[0] < 1:
+        parser.error("--video-every / --video-val-every: EVERY must be at least 1 and START 0 or more")
+    if not 0 <= args.max_drop < 1:
+        parser.error(f"--max-drop {args.max_drop:g} must lie in [0, 1)")
+    if args.out.suffix.lower() not in (".pt", ".pth"):
+        parser.error(f"--out {args.out} should end in .pt (inference.py --checkpoint reads it)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Collect candidates, train, select tau on val, score test once and write the checkpoint; 0, or 2 on an error."""
+    import json
+
+    from utils.checkpoint import atomic_save, code_revision
+    from utils.files import atomic_write_text, file_sha256
+    from utils.runtime import Predictor, select_device
+
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        device = select_device(args.device)
+        net, meta = load_model(args.checkpoint)
+        if isinstance(meta.get("verifier"), dict):
+            log.info("%s already holds a verifier: LRRNet's candidates are collected without it, and it is replaced",
+                     args.checkpoint)
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        sources = args.sources or config.get("sources")
+        if not sources:
+            raise VerifyError(f"{args.checkpoint} was trained on one dataset (no --sources in its config): pass "
+                              "--sources, e.g. SIRSTv1,NUDT-SIRST,IR-Drone-Video")
+        train_splits, val_splits, test = build_splits(sources, config, (*args.video_every, *args.video_val_every))
+    except (CheckpointError, VerifyError, ValueError) as error:
+        return fail(str(error))
+    run_dir = args.run_dir or Path("runs") / f"verify_{args.checkpoint.stem}"
+    fingerprint = file_sha256(args.checkpoint)
+    predictor = Predictor(net, device)
+    vconfig = VerifierConfig(width=args.width)
+
+    def candidates(split: str, name: str, dataset) -> Candidates:
+        return cached(run_dir / "candidates" / f"{Path(name).name}_{split}.npz",   # a release name, or a folder's
+                      lambda: collect(predictor, dataset, THRESHOLD, vconfig.patch, desc=f"{name} {split}"),
+                      fingerprint)
+
+    try:
+        parts = [candidates("train", n, d) for n, d in train_splits]
+        val = {n: candidates("val", n, d) for n, d in val_splits}
+        train = Candidates.join(parts)
+        groups = np.concatenate([np.full(len(p.target), k) for k, p in enumerate(parts)])  # each source's targets
+        log.info("training candidates: %s", ", ".join(f"{n}: {int(p.target.sum())} targets, {int((~p.target).sum())} "
+                                                      "clutter" for (n, _), p in zip(train_splits, parts)))
+        verifier, history = train_verifier(train, vconfig, args.epochs, seed=args.seed, device=device, groups=groups)
+    except VerifyError as error:
+        return fail(str(error))
+    except OSError as error:
+        return fail(f"cannot write to {run_dir} ({error.strerror or error}): pass a writable --run-dir")
+    scored = {n: (c, score_patches(verifier, c.patches, c.features, device)) for n, c in val.items()}
+    tau, rows = choose_tau(scored, args.max_drop)
+    table = format_val_table(rows, tau)
+    print(table)
+    if tau is None:
+        return fail(f"every tau costs some val source more than {args.max_drop:g} of its IoU or Pd: nothing written; "
+                    "raise --max-drop or train longer (--epochs)")
+    verification = Verification(verifier, tau, device)
+    test_scores = score_test(predictor, verification, test)
+    entry = {"state_dict": {k: v.cpu() for k, v in verifier.state_dict().items()}, "hparams": verifier.hparams(),
+             "tau": tau, "threshold": THRESHOLD, "sources": sources, "epochs": args.epochs, "seed": args.seed,
+             "max_drop": args.max_drop, "loss_history": history, "val": rows, "test": test_scores,
+             "n_train": {n: {"targets": int(p.target.sum()), "clutter": int((~p.target).sum())}
+                         for (n, _), p in zip(train_splits, parts)},
+             "code_revision": code_revision()}
+    ckpt = load_checkpoint(args.checkpoint)
+    ckpt["verifier"] = entry
+    try:
+        atomic_save(ckpt, args.out)
+        atomic_write_text(run_dir / "report.md", table + "\n")
+        atomic_write_text(run_dir / "report.json", json.dumps({k: v for k, v in entry.items() if k != "state_dict"},
+                                                              indent=1, default=str))
+    except OSError as error:
+        return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")
+    w, v = test_scores["without"], test_scores["with"]
+    print(f"tau {tau:.2f} selected on val; test ({test_scores['n_test']} frames) without / with the verifier: "
+          f"IoU {100 * w['iou']:.2f} / {100 * v['iou']:.2f}, Pd {100 * w['pd']:.2f} / {100 * v['pd']:.2f}, "
+          f"Fa {1e6 * w['fa']:.2f} / {1e6 * v['fa']:.2f} x 1e-6")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 2 ** 20:.1f} MiB) and {run_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
