@@ -25,6 +25,7 @@ Prints a markdown table and writes OUT/robustness.json atomically.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import zlib
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from models import CheckpointError, load_model
@@ -41,8 +41,9 @@ from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, fail, posi
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
-from utils.predict import default_batch_size
+from utils.predict import PredictOptions, default_batch_size, predict_maps
 from utils.runtime import Predictor, select_device
+from utils.verify import load_verification
 
 DEFAULT_SIGMAS = (5.0, 10.0, 15.0, 20.0, 30.0)  # grey levels of 255; NoisySIRST's levels are within this range
 GREY_LEVELS = 255.0  # sigma units: 1 / 255 of the intensity range
@@ -80,9 +81,9 @@ def evaluate_noise(predictor: Predictor, dataset: IRSTDDataset, sigmas: Sequence
         masks = [item["mask"][0].numpy() for item in items]
         noise = [unit_noise(item["name"], frame.shape, seed) for item, frame in zip(items, frames)]
         for sigma in levels:
-            noisy = np.stack([add_noise(f, sigma, z, quantise) for f, z in zip(frames, noise)])
-            _, t = predictor(torch.from_numpy(noisy)[:, None])  # N x 1 x H x W logits
-            probs = torch.sigmoid(t[:, 0]).cpu().numpy()
+            noisy = [add_noise(f, sigma, z, quantise) for f, z in zip(frames, noise)]
+            probs, _ = predict_maps(predictor, noisy, PredictOptions(tile_above=math.inf))  # the checkpoint's
+            # second stage (utils.verify) too, when the predictor carries one
             for item, prob, mask in zip(items, probs, masks):
                 evaluators[sigma].update(prob, mask, name=f"{item['name']} at sigma {sigma:g}")
             bar.update(len(items))
@@ -126,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_device(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
+    parser.add_argument("--verify", action=BoolFlag, default=True,
+                        help="apply the checkpoint's second stage when it has one (default), as inference.py does")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     args = parser.parse_args(argv)
@@ -133,9 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         root = resolve_data_root(args.data_root)
         dataset = IRSTDDataset(root, args.split, args.layout)
-        net, _ = load_model(args.checkpoint)
+        net, meta = load_model(args.checkpoint)
         device = select_device(args.device)
         predictor = Predictor(net, device, args.dtype)
+        if args.verify:
+            predictor.verification = load_verification(meta, device)
     except (CheckpointError, DataError, ValueError) as error:
         return fail(str(error))
     start = time.perf_counter()
@@ -146,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out if args.out is not None else RESULTS_DIR / root.name
     report = {"checkpoint": str(args.checkpoint), "data_root": str(root), "split": args.split, "seed": args.seed,
               "quantised_to_8_bits": args.quantise, "sigma_units": "grey levels of 255",
-              "dtype": args.dtype, "threshold": THRESHOLD, "note": "fa is a fraction of pixels (x1e-6 in the table)",
+              "dtype": args.dtype, "threshold": THRESHOLD,
+              "verifier": predictor.verification.describe() if predictor.verification is not None else None, "note": "fa is a fraction of pixels (x1e-6 in the table)",
               "levels": rows}
     write_json(out / "robustness.json", report)
     print(format_table(rows))

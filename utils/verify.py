@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from models import CheckpointError, load_checkpoint, load_model
 from models.verifier import CandidateVerifier, VerifierConfig
 from utils.cli import add_device, add_log_level, fail, finite_float, non_negative_int, positive_int, setup_logging
+from utils.data.frames import DataError
 from utils.metrics import THRESHOLD, Components, find_components
 from utils.predict import component_table
 
@@ -377,22 +378,31 @@ def format_val_table(rows: list[dict], chosen: float | None) -> str:
 def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = (VIDEO_EVERY, VIDEO_START,
                                                                                   VIDEO_VAL_EVERY, VIDEO_VAL_START)
                  ) -> tuple[list[tuple[str, object]], list[tuple[str, object]], object]:
-    """Return ([(source, train split)], [(source, val split)], the first source's test split) of a --sources text.
+    """Return ([(source, train split maker)], [(source, val split maker)], the first source's test split).
 
-    Frame datasets carve val from trainval with the checkpoint's own --val-fraction and --val-seed
-    (the frames it was selected on); video sources take every video[0]-th labelled frame from
-    frame video[1] of train.txt and every video[2]-th from frame video[3] of val.txt. Weights are
-    ignored: every source's candidates all count.
+    A maker returns the split when called. Frame datasets are read and checked now and carve val
+    from trainval with the checkpoint's own --val-fraction and --val-seed (the frames it was
+    selected on); video sources are indexed and checked now and decoded only when called (cached
+    candidates never need them): every video[0]-th labelled frame from frame video[1] of
+    train.txt, every video[2]-th from frame video[3] of val.txt. Weights are ignored.
     """
     from utils.config import ConfigError, parse_sources
     from utils.data.dataset import IRSTDDataset
     from utils.data.frames import DataError
     from utils.data.layouts import resolve_data_root
-    from utils.data.video import VideoFrameDataset, is_video_root
+    from utils.data.video import VideoFrameDataset, index_videos, is_video_root
 
     common = dict(val_fraction=config.get("val_fraction", 0.1), val_seed=config.get("val_seed", 0),
                   sixteen_bit=config.get("sixteen_bit", "range"))
     train, val, test = [], [], None
+
+    def later(root: Path, split: str, every: int, start: int):
+        index_videos(root, split)      # a missing split file or a bad labels.csv is found now
+        return lambda: VideoFrameDataset(root, split, every=every, start=start)
+
+    def now(dataset):
+        return lambda: dataset
+
     try:
         for k, (name, _) in enumerate(parse_sources(sources)):
             root = resolve_data_root(name)
@@ -400,11 +410,11 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
                 if k == 0:
                     raise VerifyError(f"--sources {sources!r}: the first source ({name}) is scored on its test split, "
                                       "and a video source has none; put a dataset with pixel masks first")
-                train.append((name, VideoFrameDataset(root, "train", every=video[0], start=video[1])))
-                val.append((name, VideoFrameDataset(root, "val", every=video[2], start=video[3])))
+                train.append((name, later(root, "train", video[0], video[1])))
+                val.append((name, later(root, "val", video[2], video[3])))
             else:
-                train.append((name, IRSTDDataset(root, "train", **common)))
-                val.append((name, IRSTDDataset(root, "val", **common)))
+                train.append((name, now(IRSTDDataset(root, "train", **common))))
+                val.append((name, now(IRSTDDataset(root, "val", **common))))
                 if k == 0:
                     test = IRSTDDataset(root, "test", cache=False, **common)
     except (ConfigError, DataError) as error:
@@ -513,9 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor(net, device)
     vconfig = VerifierConfig(width=args.width)
 
-    def candidates(split: str, name: str, dataset) -> Candidates:
+    def candidates(split: str, name: str, make) -> Candidates:
         return cached(run_dir / "candidates" / f"{Path(name).name}_{split}.npz",   # a release name, or a folder's
-                      lambda: collect(predictor, dataset, THRESHOLD, vconfig.patch, desc=f"{name} {split}"),
+                      lambda: collect(predictor, make(), THRESHOLD, vconfig.patch, desc=f"{name} {split}"),
                       fingerprint)
 
     try:
@@ -526,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("training candidates: %s", ", ".join(f"{n}: {int(p.target.sum())} targets, {int((~p.target).sum())} "
                                                       "clutter" for (n, _), p in zip(train_splits, parts)))
         verifier, history = train_verifier(train, vconfig, args.epochs, seed=args.seed, device=device, groups=groups)
-    except VerifyError as error:
+    except (VerifyError, DataError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write to {run_dir} ({error.strerror or error}): pass a writable --run-dir")
