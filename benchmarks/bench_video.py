@@ -8,7 +8,8 @@ it) and written as a 3-channel grey mp4, like the IR-Drone-Video files. Paths, s
   plain DTYPE   the obvious loop: cv2.VideoCapture.read, grey, / 255, one forward per frame
                 (utils.runtime.Predictor, same dtype), sigmoid, utils.predict.detect_targets
   ours DTYPE    inference.main(["--video", ...]): decoding on a thread ahead of the network,
-                detections.csv/json written at the end
+                detections.csv/json written at the end; with a checkpoint that holds a verifier
+                (utils.verify) also "ours DTYPE --no-verify", the same job without that second stage
 Each round runs every path once, in turn; a path's time is its median over rounds, for the
 whole job (model load included). ratio = plain time of the same dtype / path time.
 """
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "SIRST v1 checkpoint)")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args(argv)
+    has_verifier = isinstance(load_model(args.checkpoint)[1].get("verifier"), dict)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = write_clip(tmp / "clip.mp4", args.frames)
@@ -87,12 +89,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             paths[f"ours {dtype}"] = lambda out, d=dtype: inference.main(
                 ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
                  "--quiet", "--log-level", "warning"])
+            if has_verifier:   # the second stage's cost: the same job without it
+                paths[f"ours {dtype} --no-verify"] = lambda out, d=dtype: inference.main(
+                    ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
+                     "--no-verify", "--quiet", "--log-level", "warning"])
         plain_loop(args.checkpoint, video, args.dtypes[0])  # warm-up: first-call costs paid by nobody
         times = round_robin(paths, args.rounds, tmp)
     rows = []
     for name, values in times.items():
         t = statistics.median(values)
-        ref = statistics.median(times["plain " + name.split()[-1]])
+        ref = statistics.median(times["plain " + name.split()[1]])
         rows.append({"path": name, "seconds": t, "fps": args.frames / t, "ratio": ref / t})
     cpu = platform.processor() or platform.machine()
     print(f"# CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "

@@ -1,5 +1,6 @@
 """The shipped checkpoints: inference.py + cal_from_mask.py reproduce the test scores stored in each
-checkpoint at training time, and the README's results table shows those same numbers."""
+checkpoint at training time (with its verifier, utils.verify, when it holds one: as inference.py runs it),
+and the README's results table shows those same numbers."""
 import json
 
 import pytest
@@ -22,9 +23,15 @@ def shipped(name: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def stored_test(ckpt: dict) -> dict:
+    """Return the test scores stored for what inference.py runs: with the verifier when there is one."""
+    verifier = ckpt.get("verifier")
+    return verifier["test"]["with"] if verifier else ckpt["summary"]["best"]["test"]
+
+
 @pytest.mark.parametrize("name, folder", SHIPPED)
 def test_readme_row_shows_the_checkpoints_stored_test_scores(name, folder):
-    test = shipped(name)["summary"]["best"]["test"]
+    test = stored_test(shipped(name))
     rows = [line for line in (ROOT / "README.md").read_text().splitlines()
             if line.startswith("|") and f"checkpoints/{name}" in line]
     assert len(rows) == 1, f"expected one README results row naming checkpoints/{name}, found {len(rows)}"
@@ -41,7 +48,7 @@ def test_inference_and_scoring_reproduce_the_stored_test_scores(tmp_path, name, 
     assert inference.main(["--checkpoint", str(ROOT / "checkpoints" / name), "--data-root", str(root),
                            "--split", "test", "--out", str(out), "--quiet", "--score"]) == 0
     got = json.loads((out / "metrics.json").read_text())
-    want = ckpt["summary"]["best"]["test"]
+    want = stored_test(ckpt)
     assert got["n_images"] == want["n_images"] and got["n_targets"] == want["n_targets"]
     # same network and frames; the thread count, batching and memory layout change the float sums enough to move
     # a few pixels near p = 0.5 (measured: nIoU 5.6e-4 apart with 1 thread instead of 2); the bounds allow a few pixels
@@ -49,3 +56,15 @@ def test_inference_and_scoring_reproduce_the_stored_test_scores(tmp_path, name, 
     assert got["niou"] == pytest.approx(want["niou"], abs=2e-3)
     assert got["pd"] == pytest.approx(want["pd"], abs=1 / want["n_targets"] + 1e-9)
     assert got["fa"] == pytest.approx(want["fa"], abs=5e-7)
+
+
+def test_the_general_checkpoints_verifier_was_selected_on_val_and_leaves_lrrnet_as_trained():
+    ckpt = shipped("lrrnet_general.pt")
+    verifier = ckpt["verifier"]
+    chosen = [row for row in verifier["val"] if row["tau"] == verifier["tau"]]
+    assert len(chosen) == 1 and chosen[0]["allowed"]
+    best = max((row for row in verifier["val"][1:] if row["allowed"]), key=lambda row: row["score"])
+    assert best["tau"] == verifier["tau"]
+    # LRRNet alone scores what the training run stored for its best checkpoint
+    for key, tolerance in (("iou", 1e-3), ("niou", 2e-3), ("pd", 1e-9), ("fa", 5e-7)):
+        assert verifier["test"]["without"][key] == pytest.approx(ckpt["summary"]["best"]["test"][key], abs=tolerance)
