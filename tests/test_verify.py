@@ -157,7 +157,12 @@ def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_
     assert len(video.present) == N_FRAMES and video.present.sum() == N_FRAMES - 1   # frame 5 labelled absent
     assert video.target.sum() == N_FRAMES - 1 and (~video.target).sum() == 1      # its square: clutter
     assert json.loads((run_dir / "report.json").read_text())["tau"] == entry["tau"]
+    stamps = {p: p.read_text() for p in (run_dir / "candidates").glob("*.fingerprint")}
     assert verify.main(argv) == 0      # again: the candidates come from the caches
+    assert {p: p.read_text() for p in (run_dir / "candidates").glob("*.fingerprint")} == stamps
+    sparser = [*argv[:argv.index("--video-every")], "--video-every", "2", "0", *argv[argv.index("--video-every") + 3:]]
+    assert verify.main(sparser) == 0   # another sampling of the training videos: collected anew, not reused
+    assert len(Candidates.load(run_dir / "candidates" / f"{video_root.name}_train.npz").present) == N_FRAMES // 2
     # inference.py applies the stored verifier (LRRNet here is the random network of in.pt) and records it
     images = tmp_path / "synth" / "test" / "images"
     for flag, expect in (("--verify", entry["tau"]), ("--no-verify", None)):

@@ -10,7 +10,8 @@ What the command does (docs/verifier.md has the reasons and the measurements):
    whose centroid lies inside the grown label box (the rule of ``cal_from_mask.py --boxes``)
    is a target; every other candidate is clutter. The same is done on every source's val split
    (video: every 10th labelled frame from frame 5, so none of the every-10th frames from frame
-   0 that the README reports). Candidates are cached in the run folder, so a killed run resumes.
+   0 that the README reports). Candidates are cached in the run folder with a fingerprint (LRRNet's
+   weights, the frames sampled, threshold, patch), so a killed run resumes and a changed one recollects.
 2. Training. ``models.verifier.CandidateVerifier`` learns target vs clutter from the training
    candidates: targets and clutter weigh half of the loss each, and every source's targets the
    same share of the targets' half (SIRST v1's 322 would drown among the video's 2,792);
@@ -423,19 +424,29 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     return train, val, test
 
 
+def weights_digest(net: torch.nn.Module) -> str:
+    """Return the sha256 of a network's weights (names and values): LRRNet's, whatever else its file holds."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def cached(path: Path, make, fingerprint: str) -> Candidates:
-    """Return the candidates cached at path when they were made from the same checkpoint, else make and cache them."""
-    if path.is_file():
-        data = Candidates.load(path)
-        stored = path.with_suffix(".sha256")
-        if stored.is_file() and stored.read_text().strip() == fingerprint:
-            log.info("reusing %s", path)
-            return data
-    data = make()
-    data.save(path)
+    """Return the candidates cached at path when they were made the same way (fingerprint: the weights, the
+    frames sampled, threshold and patch), else make them and cache them with their fingerprint beside."""
     from utils.files import atomic_write_text
 
-    atomic_write_text(path.with_suffix(".sha256"), fingerprint + "\n")
+    stamp = path.with_suffix(".fingerprint")
+    if path.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        log.info("reusing %s", path)
+        return Candidates.load(path)
+    data = make()
+    data.save(path)
+    atomic_write_text(stamp, fingerprint + "\n")
     return data
 
 
@@ -500,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
 
     from utils.checkpoint import atomic_save, code_revision
-    from utils.files import atomic_write_text, file_sha256
+    from utils.files import atomic_write_text
     from utils.runtime import Predictor, select_device
 
     args = parse_args(argv)
@@ -520,14 +531,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, VerifyError, ValueError) as error:
         return fail(str(error))
     run_dir = args.run_dir or Path("runs") / f"verify_{args.checkpoint.stem}"
-    fingerprint = file_sha256(args.checkpoint)
-    predictor = Predictor(net, device)
     vconfig = VerifierConfig(width=args.width)
+    made = {"weights": weights_digest(net), "threshold": THRESHOLD, "patch": vconfig.patch,
+            "video_every": list(args.video_every), "video_val_every": list(args.video_val_every),
+            **{k: config.get(k) for k in ("val_fraction", "val_seed", "sixteen_bit")}}
+    predictor = Predictor(net, device)
 
     def candidates(split: str, name: str, make) -> Candidates:
         return cached(run_dir / "candidates" / f"{Path(name).name}_{split}.npz",   # a release name, or a folder's
                       lambda: collect(predictor, make(), THRESHOLD, vconfig.patch, desc=f"{name} {split}"),
-                      fingerprint)
+                      json.dumps({**made, "source": name, "split": split}, sort_keys=True))
 
     try:
         parts = [candidates("train", n, d) for n, d in train_splits]
