@@ -276,8 +276,8 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
         files += [f"{p.stem}.mp4" for p in videos if (out / f"{p.stem}.mp4").is_file()]
     if args.save_maps:
         files += [f"img/{keys['video']}_{keys['frame']:06d}.png" for keys, _ in frames]
-    write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split, run_options(args, predictor),
-                   files, videos=[p.stem for p in videos])
+    write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split,
+                   run_options(args, predictor), files, videos=[p.stem for p in videos])
     n_targets = sum(len(entry["targets"]) for _, entry in frames)
     print(f"{len(frames)} frames of {len(videos) - len(errors)} of {len(videos)} video(s) in {seconds:.2f} s "
           f"({len(frames) / seconds if seconds else 0:.2f} frames/s, {device.type} {args.dtype}); {n_targets} "

@@ -11,8 +11,8 @@ and stored beside LRRNet's weights in the same checkpoint.
 Inputs per candidate: three PATCH x PATCH channels (the frame in [0, 1], LRRNet's
 probabilities, the candidate's own pixels as 0/1) and five numbers (area px, peak and mean
 probability, box width and height px). The frame channel is normalised inside ``forward``
-(minus the patch median, over the patch standard deviation), and the patch's mean and
-standard deviation join the five numbers, so the caller passes raw values.
+(minus the patch median, over the patch standard deviation + 0.02), and the patch's mean and
+10 x its standard deviation join the five numbers, so the caller passes raw values.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ N_FEATURES = 5   # area, peak probability, mean probability, box width, box heig
 
 @dataclass(frozen=True)
 class VerifierConfig:
-    """Hyper-parameters of the candidate verifier (about 55,000 parameters at width 16)."""
+    """Hyper-parameters of the candidate verifier (39,697 parameters at width 16)."""
 
     patch: int = 48     # px: the window around a candidate's centroid (context for clutter, room for 30 px targets)
     width: int = 16     # channels of the first stage; x2 and x4 deeper

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import inference
-from models import CheckpointError
+from models import get_model
 from models.verifier import CandidateVerifier, VerifierConfig
 from tests.conftest import random_checkpoint
 from tests.test_export import SMALL
@@ -14,14 +14,15 @@ from tests.test_mixture import Threshold, video_root  # noqa: F401 (a fixture)
 from tests.test_video_data import N_FRAMES
 from utils import verify
 from utils.metrics import find_components
-from utils.predict import PredictOptions, detect_targets, predict_maps
+from utils.predict import PredictOptions, detect_targets, predict_frame, predict_maps
 from utils.runtime import Predictor
 from utils.synthetic import write_dataset
 from utils.verify import Candidates, Verification, candidate_inputs, choose_tau, split_scores, suppress
 
 
 def two_blobs() -> tuple[np.ndarray, np.ndarray]:
-    """Return (frame, prob) 40 x 50: a 3 x 3 blob (p 0.9, frame 0.8) at rows 10-12, cols 20-22; a 1 x 2 one at the corner."""
+    """Return (frame, prob) 40 x 50: a 3 x 3 blob (p 0.9, frame 0.8) at rows 10-12, cols 20-22; a 1 x 2 one at the
+    top-right corner."""
     frame = np.full((40, 50), 0.2, np.float32)
     prob = np.zeros((40, 50), np.float32)
     prob[10:13, 20:23], frame[10:13, 20:23] = 0.9, 0.8
@@ -62,6 +63,9 @@ def test_suppress_puts_rejected_components_below_the_threshold_and_leaves_the_re
     assert (out[10:13, 20:23] < 0.5).all()
     assert [d["area_px"] for d in detect_targets(out, 0.5)] == [2]
     assert suppress(prob, comps, np.array([0.5, 0.5]), tau=0.5, threshold=0.5) is prob  # nothing rejected
+    ones = np.ones((4, 4), np.float32)   # p = 1 and s just under tau: (s / tau) * t rounds to t in float32
+    just_under = np.array([0.15 * (1 - 1e-9)])
+    assert suppress(ones, find_components(ones > 0.5), just_under, tau=0.15, threshold=0.5).max() < 0.5
 
 
 def test_predict_maps_applies_an_attached_verification():
@@ -76,10 +80,14 @@ def test_predict_maps_applies_an_attached_verification():
     assert detect_targets(predict_maps(predictor, [frame], tiled)[0][0]) == []
     predictor.verification = Verification(rejecting(20.0), tau=0.5)
     np.testing.assert_array_equal(predict_maps(predictor, [frame])[0][0], alone)
+    predictor.verification = None   # predict_frame applies one for its frame and leaves the predictor as it was
+    assert predict_frame(predictor, frame, verification=Verification(rejecting(-20.0), 0.5)).detections == []
+    assert predictor.verification is None and len(predict_frame(predictor, frame).detections) == 1
 
 
 def box_candidates() -> Candidates:
-    """Return 3 video frames (frame 2 target-free): frame 0's target and a clutter blob, frame 1's target, frame 2's blob."""
+    """Return 3 video frames (frame 2 target-free): frame 0's target and a clutter blob, frame 1's target, frame 2's
+    blob."""
     n = 4
     return Candidates(patches=np.zeros((n, 3, 16, 16), np.float16), features=np.ones((n, 5), np.float32),
                       target=np.array([True, False, True, False]), frame=np.array([0, 0, 1, 2]),
@@ -157,9 +165,10 @@ def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_
     assert len(video.present) == N_FRAMES and video.present.sum() == N_FRAMES - 1   # frame 5 labelled absent
     assert video.target.sum() == N_FRAMES - 1 and (~video.target).sum() == 1      # its square: clutter
     assert json.loads((run_dir / "report.json").read_text())["tau"] == entry["tau"]
-    stamps = {p: p.read_text() for p in (run_dir / "candidates").glob("*.fingerprint")}
+    collect = verify.collect
+    monkeypatch.setattr(verify, "collect", lambda *a, **k: pytest.fail("collected again instead of reusing"))
     assert verify.main(argv) == 0      # again: the candidates come from the caches
-    assert {p: p.read_text() for p in (run_dir / "candidates").glob("*.fingerprint")} == stamps
+    monkeypatch.setattr(verify, "collect", collect)
     sparser = [*argv[:argv.index("--video-every")], "--video-every", "2", "0", *argv[argv.index("--video-every") + 3:]]
     assert verify.main(sparser) == 0   # another sampling of the training videos: collected anew, not reused
     assert len(Candidates.load(run_dir / "candidates" / f"{video_root.name}_train.npz").present) == N_FRAMES // 2
@@ -175,6 +184,10 @@ def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_
 
 def test_misuse_ends_in_one_line(tmp_path, capsys):
     ckpt = random_checkpoint(tmp_path / "single.pt", **SMALL)
+    torch.save(get_model("LRRNet").state_dict(), tmp_path / "raw.pth")   # a bare state_dict, as the authors publish
+    assert verify.main(["--checkpoint", str(tmp_path / "raw.pth"), "--out", str(tmp_path / "o.pt"),
+                        "--sources", "SIRSTv1"]) == 2
+    assert "raw state_dict" in capsys.readouterr().err
     assert verify.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o.pt")]) == 2
     assert "pass --sources" in capsys.readouterr().err
     assert verify.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "o.pt"), "--sources", "nowhere"]) == 2

@@ -93,7 +93,7 @@ class OnnxPredictor:
 
     def __init__(self, path: str | Path, device: torch.device = torch.device("cpu")):
         ort = require("onnxruntime")
-        self.verification = None  # the export holds LRRNet alone; a checkpoint's second stage (utils.verify) is not in it
+        self.verification = None  # the export holds LRRNet alone, not a checkpoint's verifier (utils.verify)
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist; write one with python -m utils.export "

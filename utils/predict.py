@@ -235,10 +235,14 @@ def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str
     (``utils.verify.load_verification(meta)``) re-scores the candidates, as inference.py does.
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model, select_device(device), dtype)
-    if verification is not None:
-        predictor.verification = verification
     unit = frame_to_unit(np.asarray(frame), "frame", sixteen_bit)
-    probs, recons = predict_maps(predictor, [unit], opts)
+    before = predictor.verification
+    if verification is not None:
+        predictor.verification = verification   # for this frame only: the caller's predictor is left as it was
+    try:
+        probs, recons = predict_maps(predictor, [unit], opts)
+    finally:
+        predictor.verification = before
     return FramePrediction(probs[0], recons[0], detect_targets(probs[0], opts.threshold))
 
 

@@ -152,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"checkpoint": str(args.checkpoint), "data_root": str(root), "split": args.split, "seed": args.seed,
               "quantised_to_8_bits": args.quantise, "sigma_units": "grey levels of 255",
               "dtype": args.dtype, "threshold": THRESHOLD,
-              "verifier": predictor.verification.describe() if predictor.verification is not None else None, "note": "fa is a fraction of pixels (x1e-6 in the table)",
+              "verifier": predictor.verification.describe() if predictor.verification is not None else None,
+              "note": "fa is a fraction of pixels (x1e-6 in the table)",
               "levels": rows}
     write_json(out / "robustness.json", report)
     print(format_table(rows))

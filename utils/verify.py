@@ -6,12 +6,13 @@ What the command does (docs/verifier.md has the reasons and the measurements):
 
 1. Candidates. LRRNet (the checkpoint's weights, unchanged) runs on whole frames of every
    source's training split; each connected component of p > t (t = 0.5, the detection
-   threshold) is a candidate. A candidate touching a labelled target (within CLEAR_PX) or
-   whose centroid lies inside the grown label box (the rule of ``cal_from_mask.py --boxes``)
-   is a target; every other candidate is clutter. The same is done on every source's val split
-   (video: every 10th labelled frame from frame 5, so none of the every-10th frames from frame
-   0 that the README reports). Candidates are cached in the run folder with a fingerprint (LRRNet's
-   weights, the frames sampled, threshold, patch), so a killed run resumes and a changed one recollects.
+   threshold) is a candidate. On a pixel-mask source a candidate touching a labelled target
+   (within CLEAR_PX) is a target; on box-labelled video one whose centroid lies inside the
+   grown label box (the rule of ``cal_from_mask.py --boxes``). Every other candidate is
+   clutter. The same is done on every source's val split (video: every 10th labelled frame from
+   frame 5, so none of the every-10th frames from frame 0 that the README reports). Candidates
+   are cached in the run folder with a fingerprint (LRRNet's weights, the frames sampled,
+   threshold, patch), so a killed run resumes and a changed one collects anew.
 2. Training. ``models.verifier.CandidateVerifier`` learns target vs clutter from the training
    candidates: targets and clutter weigh half of the loss each, and every source's targets the
    same share of the targets' half (SIRST v1's 322 would drown among the video's 2,792);
@@ -90,7 +91,8 @@ def candidate_inputs(frame: np.ndarray, prob: np.ndarray, threshold: float = THR
 
 
 def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float, threshold: float) -> np.ndarray:
-    """Return prob with each rejected component (score < tau) multiplied by (score / tau) * threshold."""
+    """Return prob with each rejected component (score < tau) multiplied by (score / tau) * threshold (and kept
+    strictly below threshold, which float rounding of a p = 1 pixel could otherwise reach)."""
     rejected = scores < tau
     if not rejected.any():
         return prob
@@ -99,6 +101,9 @@ def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float
     out = np.array(prob, np.float32, copy=True)
     flat = out.reshape(-1)
     flat[comps.index] *= factor[comps.label]
+    below = np.nextafter(np.float32(threshold), np.float32(0))   # float rounding may land on t itself: stay under
+    hit = comps.index[rejected[comps.label - 1]]
+    flat[hit] = np.minimum(flat[hit], below)
     return out
 
 
@@ -141,7 +146,8 @@ class Verification:
 
     def describe(self) -> dict:
         """Return what a manifest records of it."""
-        return {"tau": self.tau, "patch": self.net.config.patch, "parameters": sum(p.numel() for p in self.net.parameters())}
+        return {"tau": self.tau, "patch": self.net.config.patch,
+                "parameters": sum(p.numel() for p in self.net.parameters())}
 
 
 def load_verification(meta: dict, device: torch.device | str = "cpu") -> Verification | None:
@@ -390,7 +396,6 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     """
     from utils.config import ConfigError, parse_sources
     from utils.data.dataset import IRSTDDataset
-    from utils.data.frames import DataError
     from utils.data.layouts import resolve_data_root
     from utils.data.video import VideoFrameDataset, index_videos, is_video_root
 
@@ -445,6 +450,7 @@ def cached(path: Path, make, fingerprint: str) -> Candidates:
         log.info("reusing %s", path)
         return Candidates.load(path)
     data = make()
+    stamp.unlink(missing_ok=True)   # a run killed between the two writes leaves no stamp, so nothing stale is reused
     data.save(path)
     atomic_write_text(stamp, fingerprint + "\n")
     return data
@@ -486,7 +492,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"labelled frame from frame START (default {VIDEO_EVERY} {VIDEO_START})")
     parser.add_argument("--video-val-every", type=non_negative_int, nargs=2, default=(VIDEO_VAL_EVERY, VIDEO_VAL_START),
                         metavar=("EVERY", "START"), help="val frames of each val.txt video (default "
-                        f"{VIDEO_VAL_EVERY} {VIDEO_VAL_START}: none of the every-10th frames from 0 the README reports)")
+                        f"{VIDEO_VAL_EVERY} {VIDEO_VAL_START}: none of the every-10th frames from 0 the README "
+                        "reports)")
     parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs (default 40)")
     parser.add_argument("--width", type=positive_int, default=VerifierConfig.width,
                         help=f"first-stage channels (default {VerifierConfig.width})")
@@ -519,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = select_device(args.device)
         net, meta = load_model(args.checkpoint)
+        if meta.get("source") == "release state_dict":
+            raise VerifyError(f"{args.checkpoint} is a raw state_dict, which has no room for a verifier: fine-tune it "
+                              "with run_configs.py --init first and pass that run's checkpoint")
         if isinstance(meta.get("verifier"), dict):
             log.info("%s already holds a verifier: LRRNet's candidates are collected without it, and it is replaced",
                      args.checkpoint)
@@ -553,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VerifyError, DataError) as error:
         return fail(str(error))
     except OSError as error:
-        return fail(f"cannot write to {run_dir} ({error.strerror or error}): pass a writable --run-dir")
+        return fail(f"cannot write the candidates to {run_dir} ({error.strerror or error}): pass a writable --run-dir")
     scored = {n: (c, score_patches(verifier, c.patches, c.features, device)) for n, c in val.items()}
     tau, rows = choose_tau(scored, args.max_drop)
     table = format_val_table(rows, tau)
@@ -562,7 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(f"every tau costs some val source more than {args.max_drop:g} of its IoU or Pd: nothing written; "
                     "raise --max-drop or train longer (--epochs)")
     verification = Verification(verifier, tau, device)
-    test_scores = score_test(predictor, verification, test)
+    try:
+        test_scores = score_test(predictor, verification, test)
+    except DataError as error:
+        return fail(str(error))
     entry = {"state_dict": {k: v.cpu() for k, v in verifier.state_dict().items()}, "hparams": verifier.hparams(),
              "tau": tau, "threshold": THRESHOLD, "sources": sources, "epochs": args.epochs, "seed": args.seed,
              "max_drop": args.max_drop, "loss_history": history, "val": rows, "test": test_scores,
@@ -573,11 +586,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpt["verifier"] = entry
     try:
         atomic_save(ckpt, args.out)
-        atomic_write_text(run_dir / "report.md", table + "\n")
-        atomic_write_text(run_dir / "report.json", json.dumps({k: v for k, v in entry.items() if k != "state_dict"},
-                                                              indent=1, default=str))
     except OSError as error:
         return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")
+    report = json.dumps({k: v for k, v in entry.items() if k != "state_dict"}, indent=1, default=str)
+    try:
+        atomic_write_text(run_dir / "report.md", table + "\n")
+        atomic_write_text(run_dir / "report.json", report)
+    except OSError as error:
+        return fail(f"wrote {args.out}, but not the report in {run_dir} ({error.strerror or error})")
     w, v = test_scores["without"], test_scores["with"]
     print(f"tau {tau:.2f} selected on val; test ({test_scores['n_test']} frames) without / with the verifier: "
           f"IoU {100 * w['iou']:.2f} / {100 * v['iou']:.2f}, Pd {100 * w['pd']:.2f} / {100 * v['pd']:.2f}, "
