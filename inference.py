@@ -36,7 +36,7 @@ from typing import Sequence
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, fail, finite_float,
+from utils.cli import (EXIT_PARTIAL, BoolFlag, add_device, add_dtype, add_log_level, add_verify, fail, finite_float,
                        non_negative_int, positive_int, setup_logging)
 from utils.data import LAYOUTS, SIXTEEN_BIT_MODES, SPLITS, DataError, Sample, detect_layout, \
     images_by_stem, index_split, index_videos, list_images, resolve_data_root
@@ -80,9 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="torch (default; --checkpoint .pt/.pkl/.pth) or onnxruntime (--checkpoint an .onnx "
                              "written by python -m utils.export; fp32)")
-    parser.add_argument("--verify", action=BoolFlag, default=True,
-                        help="apply the checkpoint's second stage when it has one (default; python -m utils.verify "
-                             "trains it): candidates it rejects fall below the threshold; --no-verify: LRRNet alone")
+    add_verify(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
     parser.add_argument("--tile-above", type=non_negative_int, default=TILE_ABOVE_PX,
@@ -210,6 +208,7 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
                opts: PredictOptions, device, source: Path, carve: dict, meta: dict,
                skipped: Sequence[Path] = ()) -> int:
     """Run a split or a folder of frames, write OUT's files, score with --score; return 0, 1 (skipped frames) or 2."""
+    options = run_options(args, predictor)
     start = time.perf_counter()
     report = run_on_samples(predictor, samples, out, opts, args.overlay, args.sixteen_bit, progress=not args.quiet)
     elapsed = time.perf_counter() - start
@@ -218,7 +217,7 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
                 "device": str(device),
                 "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY,
                 "tile_above_px": args.tile_above if args.tiling else None, "tile_px": args.tile,
-                "overlap_px": args.overlap, "verifier": run_options(args, predictor)["verifier"],
+                "overlap_px": args.overlap, "verifier": options["verifier"],
                 "checkpoint_meta": {k: meta[k] for k in ("epoch", "selected_weights", "code_revision", "source")
                                     if k in meta}}
     frames = [({"frame": s.name}, report.detections[s.name]) for s in samples if s.name in report.detections]
@@ -230,7 +229,7 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
     kinds = [("mat", "mat"), ("img", "png")] + ([("overlay", "png")] if args.overlay else [])
     files = ["detections.csv", "detections.json"] + [f"{sub}/{name}.{ext}" for name in report.written
                                                       for sub, ext in kinds]
-    write_manifest(out, args.checkpoint, source, run_meta["split"], {**run_options(args, predictor), **carve}, files,
+    write_manifest(out, args.checkpoint, source, run_meta["split"], {**options, **carve}, files,
                    frames=list(report.written))
     n_targets = sum(len(e["targets"]) for e in report.detections.values())
     n_frames = len(samples) + len(skipped)
@@ -250,6 +249,7 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
                device, source: Path) -> int:
     """Run every video, write OUT/detections.csv/.json (and overlays); return 0, or 1 when a video was skipped."""
     confirm = TemporalConfirmer(*args.confirm, radius=args.confirm_radius) if args.confirm else None
+    options = run_options(args, predictor)
     frames, errors, seconds = [], {}, 0.0
     for path in videos:
         report = run_on_video(predictor, path, out, opts, args.every, args.overlay, confirm, args.save_maps,
@@ -269,7 +269,7 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
             "save_maps": args.save_maps,
             "confirm_radius_px": args.confirm_radius if args.confirm else None, "backend": args.backend,
             "device": str(device), "dtype": args.dtype, "threshold": THRESHOLD, "connectivity": CONNECTIVITY,
-            "verifier": run_options(args, predictor)["verifier"]}
+            "verifier": options["verifier"]}
     write_detections(out, frames, meta, [{"video": k, "error": v} for k, v in errors.items()])
     files = ["detections.csv", "detections.json"]
     if args.overlay:
@@ -277,7 +277,7 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
     if args.save_maps:
         files += [f"img/{keys['video']}_{keys['frame']:06d}.png" for keys, _ in frames]
     write_manifest(out, args.checkpoint, source, None if args.video is not None else args.split,
-                   run_options(args, predictor), files, videos=[p.stem for p in videos])
+                   options, files, videos=[p.stem for p in videos])
     n_targets = sum(len(entry["targets"]) for _, entry in frames)
     print(f"{len(frames)} frames of {len(videos) - len(errors)} of {len(videos)} video(s) in {seconds:.2f} s "
           f"({len(frames) / seconds if seconds else 0:.2f} frames/s, {device.type} {args.dtype}); {n_targets} "

@@ -107,6 +107,13 @@ def add_dtype(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
                              "AMX and emulated, about 10x slower, without; fp16 needs CUDA)")
 
 
+def add_verify(parser: argparse.ArgumentParser) -> None:
+    """Add ``--verify`` / ``--no-verify``: apply a checkpoint's second stage (utils.verify) when it has one."""
+    parser.add_argument("--verify", action=BoolFlag, default=True,
+                        help="apply the checkpoint's verifier when it has one (default; python -m utils.verify trains "
+                             "it): candidates it rejects fall below the threshold; --no-verify: LRRNet alone")
+
+
 def add_log_level(parser: argparse.ArgumentParser) -> None:
     """Add --log-level debug|info|warning|error (default info)."""
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, fail, positive_int, setup_logging
+from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, add_verify, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
@@ -127,8 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_device(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
-    parser.add_argument("--verify", action=BoolFlag, default=True,
-                        help="apply the checkpoint's second stage when it has one (default), as inference.py does")
+    add_verify(parser)
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     args = parser.parse_args(argv)

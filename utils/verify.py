@@ -7,12 +7,13 @@ What the command does (docs/verifier.md has the reasons and the measurements):
 1. Candidates. LRRNet (the checkpoint's weights, unchanged) runs on whole frames of every
    source's training split; each connected component of p > t (t = 0.5, the detection
    threshold) is a candidate. On a pixel-mask source a candidate touching a labelled target
-   (within CLEAR_PX) is a target; on box-labelled video one whose centroid lies inside the
-   grown label box (the rule of ``cal_from_mask.py --boxes``). Every other candidate is
-   clutter. The same is done on every source's val split (video: every 10th labelled frame from
-   frame 5, so none of the every-10th frames from frame 0 that the README reports). Candidates
-   are cached in the run folder with a fingerprint (LRRNet's weights, the frames sampled,
-   threshold, patch), so a killed run resumes and a changed one collects anew.
+   (within ``utils.data.mixture.CLEAR_PX``, 3 px, the training miner's rule) is a target; on
+   box-labelled video one whose centroid lies inside the grown label box (the rule of
+   ``cal_from_mask.py --boxes``). Every other candidate is clutter. The same is done on every
+   source's val split (video: every 10th labelled frame from frame 5, so none of the every-10th
+   frames from frame 0 that the README reports). Candidates are cached in the run folder with a
+   fingerprint (LRRNet's weights, the frames sampled, threshold, patch), so a killed run resumes
+   and a changed one collects anew.
 2. Training. ``models.verifier.CandidateVerifier`` learns target vs clutter from the training
    candidates: targets and clutter weigh half of the loss each, and every source's targets the
    same share of the targets' half (SIRST v1's 322 would drown among the video's 2,792);
@@ -39,7 +40,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -48,11 +48,11 @@ from models import CheckpointError, load_checkpoint, load_model
 from models.verifier import CandidateVerifier, VerifierConfig
 from utils.cli import add_device, add_log_level, fail, finite_float, non_negative_int, positive_int, setup_logging
 from utils.data.frames import DataError
+from utils.data.mixture import touches_known
 from utils.metrics import THRESHOLD, Components, find_components
 from utils.predict import component_table
 
 log = logging.getLogger(__name__)
-CLEAR_PX = 3                    # a candidate within this many px of a labelled target's pixels is the target
 TAUS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))   # the acceptance levels tried on val
 VIDEO_EVERY, VIDEO_START = 20, 3            # training frames of each video: 3, 23, 43, ...
 VIDEO_VAL_EVERY, VIDEO_VAL_START = 10, 5    # val frames: 5, 15, 25, ... (the README reports 0, 10, 20, ...)
@@ -233,8 +233,7 @@ def collect(predictor, dataset, threshold: float = THRESHOLD, patch: int = 48, d
                 overlap = np.zeros(comps.n, np.int64)
             else:
                 present[i], mask_px[i] = bool(mask.any()), int(mask.sum())
-                near = cv2.dilate(mask.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).reshape(-1) > 0
-                target = np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
+                target = touches_known(comps, mask)
                 overlap = np.bincount(comps.label, weights=mask.reshape(-1)[comps.index],
                                       minlength=comps.n + 1)[1:].astype(np.int64)
             for name, value in (("patches", patches.astype(np.float16)), ("features", features),

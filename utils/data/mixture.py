@@ -115,6 +115,12 @@ class MixedTrainSet:
         return weights / weights.sum()
 
 
+def touches_known(comps, known: np.ndarray) -> np.ndarray:
+    """Return bool (n,): which components (``utils.metrics.Components``) lie within CLEAR_PX of a known pixel."""
+    near = cv2.dilate(known.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).ravel() > 0
+    return np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
+
+
 def false_alarm_points(prob: np.ndarray, known: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Return K x 2 (row, col) centroids of the components of prob > threshold that touch no known pixel.
 
@@ -126,9 +132,7 @@ def false_alarm_points(prob: np.ndarray, known: np.ndarray, threshold: float = 0
     comps = find_components(prob > threshold)
     if comps.n == 0:
         return np.zeros((0, 2), np.float32)
-    near = cv2.dilate(known.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).ravel() > 0
-    touches = np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
-    return comps.centroids()[~touches].astype(np.float32)
+    return comps.centroids()[~touches_known(comps, known)].astype(np.float32)
 
 
 def mine_hard_negatives(net, train: MixedTrainSet, device, dtype=None, threshold: float = 0.5,
