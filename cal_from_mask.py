@@ -22,6 +22,8 @@ without one (another tool's predictions) is scored with a warning that it cannot
 Box mode (``--boxes``, instead of ``--data-root``): scores the video inference's PRED/detections.json
 against box labels at target level (Pd, false alarms per frame, frames with a false alarm, per class;
 the rules: utils/boxscore.py). Writes OUT/box_metrics.json (or --json FILE) and OUT/pd_fa_curve.png.
+``--reviewed FALSE_ALARMS.csv`` (a review made with ``python -m utils.review``) adds the scores without the
+false alarms that the review marks as real but unlabelled objects, beside the unchanged ones.
 """
 from __future__ import annotations
 
@@ -73,6 +75,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     boxes.add_argument("--curve", default=None, choices=CURVE_SOURCES,
                        help="Pd/FA curve from the saved maps, from peak_prob, or maps when every frame has one "
                             "(auto, default)")
+    boxes.add_argument("--reviewed", type=Path, default=None, metavar="FALSE_ALARMS.csv",
+                       help="a review of the false alarms (python -m utils.review, verdicts filled in): also report "
+                            "the scores without those marked object (real objects the labels do not box)")
     parser.add_argument("--protocol", default="ours", choices=PROTOCOLS,
                         help="ours (docs/metrics.md, default) or release (the authors' scoring; comparison only)")
     parser.add_argument("--source", default="auto", choices=SOURCES, help="read .mat, .png, or .mat where present (auto)")
@@ -106,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(problem)
     if args.boxes is not None:
         return main_boxes(args)
-    if args.threshold is not None or args.curve is not None:
-        return fail("--threshold and --curve apply to box mode (--boxes) only: mask mode scores p > 0.5")
+    if args.threshold is not None or args.curve is not None or args.reviewed is not None:
+        return fail("--threshold, --curve and --reviewed apply to box mode (--boxes) only: mask mode scores p > 0.5")
     start = time.perf_counter()
     try:
         scored = score_folder(args.pred, args.data_root, args.split, args.layout, val_fraction=args.val_fraction,
@@ -137,7 +142,8 @@ def main_boxes(args: argparse.Namespace) -> int:
     threading.Thread(target=import_matplotlib, daemon=True).start()
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     try:
-        report = score_box_folder(args.boxes, args.pred, threshold, args.curve or "auto", max(1, args.workers))
+        report = score_box_folder(args.boxes, args.pred, threshold, args.curve or "auto", max(1, args.workers),
+                                  args.reviewed)
     except BoxScoreError as error:
         return fail(str(error))
     for note in report["notes"]:

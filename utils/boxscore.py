@@ -40,6 +40,12 @@ Rules
   peak_prob (only t >= the inference threshold, 0.5, is then meaningful: below it every
   detection counts, as at 0.5; the JSON and the plot say so).
 
+Counting apart (``--reviewed FILE``): a review (``python -m utils.review`` writes the list of
+false alarms with pictures; a person fills in each row's verdict) marks the false alarms that are
+real objects the labels do not box (a second bird, a target labelled absent) as "object". The
+main numbers stay as they are; the report adds "counted_apart": the same metrics with the false
+alarms within REVIEW_RADIUS_PX = 3 px of an "object" row of the same frame left out, and how many.
+
 No torch here (numpy and OpenCV only; matplotlib only when drawing).
 """
 from __future__ import annotations
@@ -66,6 +72,9 @@ CURVE_SOURCES = ("auto", "maps", "peaks")
 LABEL_COLUMNS = ("video", "frame", "x", "y", "w", "h")
 N_NAMED = 10  # names listed for unmatched frames before the count
 MAP_CHUNK = 64  # maps read ahead at a time (bounds memory)
+REVIEW_COLUMNS = ("id", "video", "frame", "x", "y", "peak_prob", "absent", "verdict", "note")
+VERDICTS = ("object", "clutter", "")  # object: a real object the labels do not box; "": not reviewed
+REVIEW_RADIUS_PX = 3.0  # a false alarm is the reviewed one when its centroid lies this close, same frame
 METRIC_KEYS = ("pd", "fa_per_frame", "frames_with_fa", "absent_frames_with_fa", "n_frames", "n_targets",
                "n_absent_frames", "n_detected", "n_false_alarms", "n_frames_with_fa", "n_absent_frames_with_fa")
 
@@ -360,17 +369,29 @@ def _named(names: list[str]) -> dict:
     return {"count": len(names), "first": names[:N_NAMED]}
 
 
-def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detections,
-                threshold: float = DEFAULT_THRESHOLD, curve: str = "auto", workers: int = 2) -> dict:
-    """Return the report: overall METRIC_KEYS (fractions, per frame), per_class, curve, unmatched frames and notes.
+@dataclass
+class Matched:
+    """The scored frames (processed and labelled) and their detections, matched to the label boxes."""
 
-    ``curve``: "maps" (PRED/img maps, all required), "peaks" (peak_prob) or "auto" (maps when every
-    scored frame has one). A threshold below the inference's (0.5) needs the maps.
-    """
-    if curve not in CURVE_SOURCES:
-        raise BoxScoreError(f"curve source {curve!r} is not one of {', '.join(CURVE_SOURCES)}")
-    if not 0.0 <= threshold <= 1.0:
-        raise BoxScoreError(f"threshold {threshold:g} is outside [0, 1]: pass a probability")
+    frames: list[tuple[str, int]]
+    sizes: list[tuple[int, int]]
+    boxes: np.ndarray  # F x 4, NaN rows for target-absent frames
+    has_target: np.ndarray  # (F,) bool
+    classes: np.ndarray  # (F,) object
+    frame_of: np.ndarray  # (D,) index into frames of each detection of a scored frame
+    x: np.ndarray  # (D,) centroid, pixel-centre coordinates
+    y: np.ndarray
+    inside: np.ndarray  # (D,) bool: inside its frame's grown box
+    peak: np.ndarray  # (D,)
+    unlabelled: list[str]
+    unpredicted: list[str]
+    scored_videos: set
+    label_videos: set
+    pred_videos: set
+
+
+def match(labels: dict[tuple[str, int], Box | None], detections: Detections) -> Matched:
+    """Return the scored frames and their detections matched to the label boxes (the rules above)."""
     pred_videos = {v for v, _ in detections.frames}
     label_videos = {v for v, _ in labels}
     scored_videos = pred_videos & label_videos
@@ -396,6 +417,89 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
     frame_of = frame_of[scored]
     inside = inside_grown_box(detections.x[scored], detections.y[scored], boxes[frame_of])
     peak = detections.peak[scored]
+    return Matched(frames, sizes, boxes, has_target, classes, frame_of, detections.x[scored], detections.y[scored],
+                   inside, peak, unlabelled, unpredicted, scored_videos, label_videos, pred_videos)
+
+
+def false_alarm_rows(m: Matched, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+    """Return the false alarms (peak_prob >= threshold, outside the grown box) in frame order as REVIEW_COLUMNS rows
+    (verdict and note empty; id 1, 2, ...)."""
+    rows = []
+    for k in np.flatnonzero((m.peak >= threshold) & ~m.inside):
+        video, frame = m.frames[m.frame_of[k]]
+        rows.append({"id": len(rows) + 1, "video": video, "frame": frame, "x": round(float(m.x[k]), 3),
+                     "y": round(float(m.y[k]), 3), "peak_prob": round(float(m.peak[k]), 4),
+                     "absent": int(not m.has_target[m.frame_of[k]]), "verdict": "", "note": ""})
+    return rows
+
+
+def read_review(path: str | Path) -> dict[tuple[str, int], list[tuple[float, float, str, str]]]:
+    """Return {(video, frame): [(x, y, verdict, note), ...]} from a review CSV (REVIEW_COLUMNS; ``python -m utils.review``
+    writes it, a person fills in the verdicts: object, clutter or empty)."""
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as error:
+        raise BoxScoreError(f"cannot read review {path} ({error.strerror or error}): pass the false_alarms.csv "
+                            "that python -m utils.review wrote, with its verdicts filled in") from None
+    review: dict[tuple[str, int], list[tuple[float, float, str, str]]] = {}
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in ("video", "frame", "x", "y", "verdict") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BoxScoreError(f"review {path} line 1: no {', '.join(missing)} column(s): pass the false_alarms.csv "
+                                "that python -m utils.review wrote")
+        for row in reader:
+            where = f"review {path} line {reader.line_num}"
+            verdict = (row["verdict"] or "").strip().lower()
+            if verdict not in VERDICTS:
+                raise BoxScoreError(f"{where}: verdict {row['verdict']!r} is not object, clutter or empty: fix the row")
+            try:
+                key = (str(row["video"]).strip(), int(row["frame"]))
+                x, y = float(row["x"]), float(row["y"])
+            except (TypeError, ValueError):
+                raise BoxScoreError(f"{where}: video, frame, x, y {row['video']!r}, {row['frame']!r}, {row['x']!r}, "
+                                    f"{row['y']!r} are not a name, a frame index and two numbers: fix the row") from None
+            review.setdefault(key, []).append((x, y, verdict, (row.get("note") or "").strip()))
+    return review
+
+
+def nearest_review(review: dict, key: tuple[str, int], x: float, y: float, verdicts: tuple[str, ...] = VERDICTS,
+                   radius: float = REVIEW_RADIUS_PX) -> tuple[float, float, str, str] | None:
+    """Return the review row of frame ``key`` nearest to (x, y) among ``verdicts``, when within radius px; else None."""
+    rows = [r for r in review.get(key, ()) if r[2] in verdicts]
+    if not rows:
+        return None
+    d2 = ((np.asarray([r[:2] for r in rows], np.float64) - (x, y)) ** 2).sum(1)
+    k = int(np.argmin(d2))
+    return rows[k] if d2[k] <= radius ** 2 else None
+
+
+def reviewed_as(m: Matched, review: dict, verdict: str, radius: float = REVIEW_RADIUS_PX) -> np.ndarray:
+    """Return bool (D,): the detections within radius px of a review row with this verdict in the same frame."""
+    return np.array([nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k], (verdict,), radius) is not None
+                     for k in range(len(m.peak))], bool)
+
+
+def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detections,
+                threshold: float = DEFAULT_THRESHOLD, curve: str = "auto", workers: int = 2,
+                review: dict | None = None) -> dict:
+    """Return the report: overall METRIC_KEYS (fractions, per frame), per_class, curve, unmatched frames and notes.
+
+    ``review`` (``read_review``) adds "counted_apart": the metrics without the false alarms reviewed as "object".
+
+    ``curve``: "maps" (PRED/img maps, all required), "peaks" (peak_prob) or "auto" (maps when every
+    scored frame has one). A threshold below the inference's (0.5) needs the maps.
+    """
+    if curve not in CURVE_SOURCES:
+        raise BoxScoreError(f"curve source {curve!r} is not one of {', '.join(CURVE_SOURCES)}")
+    if not 0.0 <= threshold <= 1.0:
+        raise BoxScoreError(f"threshold {threshold:g} is outside [0, 1]: pass a probability")
+    m = match(labels, detections)
+    frames, sizes, boxes, has_target, classes = m.frames, m.sizes, m.boxes, m.has_target, m.classes
+    frame_of, inside, peak, unlabelled, unpredicted = m.frame_of, m.inside, m.peak, m.unlabelled, m.unpredicted
+    scored_videos, label_videos, pred_videos = m.scored_videos, m.label_videos, m.pred_videos
+    n = len(frames)
 
     if detections.maps_saved is False:  # maps in img/ (if any) were written by another run into this folder
         missing_maps = [frame_name(*k) for k in frames]
@@ -424,6 +528,9 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
         if curve == "auto" and len(missing_maps) < n:
             notes.append(f"{len(missing_maps)} of {n} scored frame(s) have no map (first {missing_maps[0]}): "
                          "the curve comes from peak_prob")
+    if review is not None and threshold < detections.min_threshold:
+        raise BoxScoreError(f"a review applies to the detections, threshold >= {detections.min_threshold:g}: "
+                            f"drop --reviewed or score at a threshold of {detections.min_threshold:g} or more")
     if threshold >= detections.min_threshold:
         main_source = "detections"
         detected, n_fa = (a[:, 0] for a in _peak_counts(frame_of, inside, peak, np.array([threshold]), n))
@@ -449,6 +556,12 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
               "videos_scored": len(scored_videos), "videos_skipped": len(label_videos - pred_videos),
               "inference_errors": _named(detections.errors), "pred_dir": str(detections.pred_dir),
               "grow_px": GROW_PX, "rules": RULES, "notes": notes}
+    if review is not None:
+        apart = reviewed_as(m, review, "object") & (peak >= threshold) & ~inside
+        rest = n_fa - np.bincount(frame_of[apart], minlength=n)
+        report["counted_apart"] = {"n_apart": int(apart.sum()), "radius_px": REVIEW_RADIUS_PX,
+                                   **summarise(has_target, detected, rest),
+                                   "per_class": _by_class(classes, has_target, detected, rest)}
     return report
 
 
@@ -459,7 +572,7 @@ RULES = ("centroid (cx, cy) in pixel-centre coordinates is inside box (x, y, w, 
 
 
 def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: float = DEFAULT_THRESHOLD,
-                     curve: str = "auto", workers: int = 2) -> dict:
+                     curve: str = "auto", workers: int = 2, review_csv: str | Path | None = None) -> dict:
     """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added."""
     from utils.scoring import ScoringError, check_one_run  # one run per folder: PRED/manifest.json
 
@@ -467,7 +580,10 @@ def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: fl
         run_notes = check_one_run(Path(pred_dir), "boxes") if Path(pred_dir).is_dir() else []
     except ScoringError as error:
         raise BoxScoreError(str(error)) from None
-    report = score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), threshold, curve, workers)
+    review = read_review(review_csv) if review_csv is not None else None
+    report = score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), threshold, curve, workers, review)
+    if review is not None:
+        report["counted_apart"]["review"] = str(review_csv)
     report["notes"] = run_notes + report["notes"]
     report["labels"] = str(labels_csv)
     return report
@@ -481,8 +597,8 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f} %"
 
 
-def format_box_table(report: dict) -> str:
-    """Return the per-class and overall metrics as a text table (fractions in %, false alarms per frame)."""
+def _table_lines(report: dict) -> list[str]:
+    """Return the header and rows (per class, then all) of a metrics dict with per_class."""
     head = ("class", "frames", "targets", "absent", "Pd", "FA/frame", "frames w/ FA", "absent w/ FA")
     rows = []
     for name, m in [*report["per_class"].items(), ("all", report)]:
@@ -491,10 +607,22 @@ def format_box_table(report: dict) -> str:
                      _pct(m["frames_with_fa"]), _pct(m["absent_frames_with_fa"])))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return [line(r) for r in [head, *rows]]
+
+
+def format_box_table(report: dict) -> str:
+    """Return the per-class and overall metrics as a text table (fractions in %, false alarms per frame), and the
+    counted-apart table when a review was applied."""
     title = (f"box scoring: peak_prob >= {report['threshold']:g} (from {report['main_source']}), centroid inside "
              f"the label box grown by {report['grow_px']:g} px; {report['videos_scored']} video(s) scored, "
              f"{report['videos_skipped']} labelled video(s) not in the predictions")
-    return "\n".join([title, line(head), *(line(r) for r in rows)])
+    lines = [title, *_table_lines(report)]
+    apart = report.get("counted_apart")
+    if apart is not None:
+        lines += ["", f"counted apart: {apart['n_apart']} of the {report['n_false_alarms']} false alarms lie within "
+                      f"{apart['radius_px']:g} px of an unlabelled object of the review {apart.get('review', '')}; "
+                      "the same scores without them:", *_table_lines(apart)]
+    return "\n".join(lines)
 
 
 def import_matplotlib() -> None:

@@ -1,0 +1,251 @@
+"""Pictures of a video run's false alarms, for a person to review: ``python -m utils.review``.
+
+    python -m utils.review --boxes datasets/IR-Drone-Video/labels.csv --pred results/video
+
+A box-scored run's false alarms are a mix: clutter the detector should not fire on, and real
+objects that the labels do not box (a second bird; a target in a frame labelled absent). Only a
+person can tell them apart, and only by looking. This writes, for the false alarms at
+``--threshold`` (the scorer's rules, utils/boxscore.py):
+
+- OUT/sheet_NNN.png: one tile per false alarm: the whole frame with the detection boxed, then
+  64 x 64 crops around it (shown x 2) at frames t - C, t and t + C (C = ``--context``, 10 by
+  default), the same place in all three, so that motion against the scene shows.
+- OUT/false_alarms.csv: one row per false alarm: id (as on the tiles), video, frame, x, y
+  (centroid, pixel-centre coordinates), peak_prob, absent (1 in a target-absent frame), verdict
+  and note, both empty. Fill in verdict: ``object`` (a real object the labels do not box),
+  ``clutter``, or leave it empty (not reviewed).
+
+``cal_from_mask.py --boxes LABELS --pred PRED --reviewed OUT/false_alarms.csv`` then reports the
+scores without the false alarms marked object beside the unchanged ones. ``--carry OLD.csv`` copies
+an earlier review's verdicts and notes to the false alarms within 3 px of its rows in the same
+frame (the same object seen by another checkpoint). OUT defaults to PRED/review; a filled-in
+review there is never overwritten (pass it as ``--carry``, or choose another ``--out``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from utils.boxscore import DEFAULT_THRESHOLD, REVIEW_COLUMNS, BoxScoreError, false_alarm_rows, match, \
+    nearest_review, read_box_labels, read_detections, read_review
+from utils.cli import BoolFlag, fail, finite_float, positive_int
+from utils.data.frames import DataError
+from utils.data.video import iter_video_frames
+from utils.files import atomic_write_text, write_png
+
+CROP = 64  # px of the frame around the false alarm
+ZOOM = 2  # crops are shown this many times larger
+OVERVIEW_H = 128  # px height of the whole-frame panel
+CAPTION_H = 18  # px of text above each tile
+GAP = 4  # px between panels and tiles
+RED = (0, 0, 255)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+
+
+class ReviewError(ValueError):
+    """A user error of ``python -m utils.review``; the message names the file or value and the fix."""
+
+
+def find_videos(folder: Path, stems: Sequence[str]) -> dict[str, Path]:
+    """Return {stem: video file} for the stems; ReviewError naming those with no file in the folder."""
+    found, missing = {}, []
+    for stem in stems:
+        path = next((folder / f"{stem}{s}" for s in VIDEO_SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
+        if path is None:
+            missing.append(stem)
+        else:
+            found[stem] = path
+    if missing:
+        raise ReviewError(f"{len(missing)} video(s) of the false alarms are not in {folder} (first "
+                          f"{', '.join(missing[:5])}): pass the videos' folder with --videos")
+    return found
+
+
+def needed_frames(rows: Sequence[dict], context: int) -> dict[str, set[int]]:
+    """Return {video: the frame indices the tiles show} (t - context, t, t + context of each false alarm)."""
+    need: dict[str, set[int]] = {}
+    for row in rows:
+        need.setdefault(row["video"], set()).update({row["frame"] - context, row["frame"], row["frame"] + context})
+    return need
+
+
+def read_frames(path: Path, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Return {index: H x W uint8 grey frame} for the wanted indices that the video holds (one decoding pass)."""
+    last = max(wanted)
+    frames = {}
+    for index, frame in iter_video_frames(path):
+        if index in wanted:
+            frames[index] = frame
+        if index >= last:
+            break
+    return frames
+
+
+def crop(frame: np.ndarray | None, x: float, y: float, size: int = CROP) -> np.ndarray:
+    """Return the size x size BGR crop centred on pixel (round(x), round(y)) (black beyond the frame; a dark grey
+    panel when there is no frame), enlarged ZOOM times, with corner marks around the centre."""
+    if frame is None:
+        panel = np.full((size * ZOOM, size * ZOOM, 3), 40, np.uint8)
+        cv2.putText(panel, "no frame", (8, size * ZOOM // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1)
+        return panel
+    half = size // 2
+    padded = np.pad(frame, half)
+    cx, cy = int(round(x)) + half, int(round(y)) + half
+    patch = padded[cy - half:cy - half + size, cx - half:cx - half + size]
+    panel = cv2.cvtColor(cv2.resize(patch, None, fx=ZOOM, fy=ZOOM, interpolation=cv2.INTER_NEAREST),
+                         cv2.COLOR_GRAY2BGR)
+    c, r, a = half * ZOOM, 8 * ZOOM, 4 * ZOOM  # centre, mark radius, mark arm
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            corner = (c + sx * r, c + sy * r)
+            cv2.line(panel, corner, (corner[0] - sx * a, corner[1]), RED, 1)
+            cv2.line(panel, corner, (corner[0], corner[1] - sy * a), RED, 1)
+    return panel
+
+
+def overview(frame: np.ndarray, x: float, y: float) -> np.ndarray:
+    """Return the whole frame, scaled to OVERVIEW_H px high, BGR, with the false alarm boxed."""
+    scale = OVERVIEW_H / frame.shape[0]
+    small = cv2.resize(frame, (max(1, round(frame.shape[1] * scale)), OVERVIEW_H), interpolation=cv2.INTER_AREA)
+    panel = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    px, py = int(round(x * scale)), int(round(y * scale))
+    cv2.rectangle(panel, (px - 6, py - 6), (px + 6, py + 6), RED, 1)
+    return panel
+
+
+def tile(row: dict, frames: dict[int, np.ndarray], context: int) -> np.ndarray:
+    """Return one false alarm's tile: a caption over the whole frame and the crops at t - context, t, t + context."""
+    t, x, y = row["frame"], row["x"], row["y"]
+    panels = [overview(frames[t], x, y)] + [crop(frames.get(t + d), x, y) for d in (-context, 0, context)]
+    height = max(p.shape[0] for p in panels)
+    width = sum(p.shape[1] for p in panels) + GAP * (len(panels) - 1)
+    out = np.full((CAPTION_H + height, width, 3), 255, np.uint8)
+    left = 0
+    for k, panel in enumerate(panels):
+        out[CAPTION_H:CAPTION_H + panel.shape[0], left:left + panel.shape[1]] = panel
+        if k:
+            label = ("t-%d" % context, "t", "t+%d" % context)[k - 1]
+            cv2.putText(out, label, (left + 3, CAPTION_H + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 255, 255), 1)
+        left += panel.shape[1] + GAP
+    absent = "  target absent" if row["absent"] else ""
+    caption = f"#{row['id']}  {row['video']}:{t}  p={row['peak_prob']:.2f}{absent}"
+    cv2.putText(out, caption, (2, CAPTION_H - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def sheet(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
+    """Return the tiles laid out in rows of ``columns`` on white."""
+    h = max(t.shape[0] for t in tiles)
+    w = max(t.shape[1] for t in tiles)
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (h + GAP) + GAP, min(columns, len(tiles)) * (w + GAP) + GAP, 3), 255, np.uint8)
+    for k, t in enumerate(tiles):
+        r, c = divmod(k, columns)
+        out[GAP + r * (h + GAP):GAP + r * (h + GAP) + t.shape[0], GAP + c * (w + GAP):GAP + c * (w + GAP) + t.shape[1]] = t
+    return out
+
+
+def rows_csv(rows: Sequence[dict]) -> str:
+    """Return the rows as CSV text with the REVIEW_COLUMNS header."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=REVIEW_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def carry_verdicts(rows: list[dict], old: dict) -> int:
+    """Copy the verdicts and notes of an earlier review (``read_review``) to the rows near its reviewed ones; return
+    how many rows got one."""
+    n = 0
+    for row in rows:
+        hit = nearest_review(old, (row["video"], row["frame"]), row["x"], row["y"], ("object", "clutter"))
+        if hit is not None:
+            row["verdict"], row["note"] = hit[2], hit[3]
+            n += 1
+    return n
+
+
+def filled_in(path: Path) -> bool:
+    """Return True when a review CSV at path holds at least one verdict (someone's work: never overwritten)."""
+    if not path.is_file():
+        return False
+    try:
+        return any(r[2] for rows in read_review(path).values() for r in rows)
+    except BoxScoreError:
+        return True  # unreadable as a review: leave it alone too
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Return the parsed command line."""
+    parser = argparse.ArgumentParser(prog="python -m utils.review",
+                                     description="Write pictures and a CSV of a video run's false alarms for a person "
+                                                 "to review (verdicts: object, clutter).")
+    parser.add_argument("--boxes", type=Path, required=True, metavar="LABELS.csv", help="the box labels scored against")
+    parser.add_argument("--pred", type=Path, required=True, help="the --out folder of inference.py --video")
+    parser.add_argument("--videos", type=Path, default=None,
+                        help="folder of the videos (default: videos/ beside LABELS.csv)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default PRED/review)")
+    parser.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD,
+                        help=f"a detection counts when its peak_prob >= this (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--context", type=positive_int, default=10, help="frames before and after shown (default 10)")
+    parser.add_argument("--per-sheet", type=positive_int, default=24, help="tiles per sheet (default 24)")
+    parser.add_argument("--columns", type=positive_int, default=3, help="tiles per row (default 3)")
+    parser.add_argument("--carry", type=Path, default=None, metavar="OLD.csv",
+                        help="copy an earlier review's verdicts to the false alarms within 3 px of its rows")
+    parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the sheets and false_alarms.csv; return 0, or 2 with one line on a user error."""
+    args = parse_args(argv)
+    out = args.out if args.out is not None else args.pred / "review"
+    videos = args.videos if args.videos is not None else args.boxes.parent / "videos"
+    try:
+        if args.threshold < DEFAULT_THRESHOLD or args.threshold > 1:
+            raise ReviewError(f"--threshold {args.threshold:g}: the detections hold components of p > "
+                              f"{DEFAULT_THRESHOLD:g}; pass a threshold in [{DEFAULT_THRESHOLD:g}, 1]")
+        target = out / "false_alarms.csv"
+        if filled_in(target) and (args.carry is None or args.carry.resolve() != target.resolve()):
+            raise ReviewError(f"{target} holds a filled-in review: pass it as --carry to keep its verdicts, or "
+                              "choose another --out")
+        old = read_review(args.carry) if args.carry is not None else None
+        m = match(read_box_labels(args.boxes), read_detections(args.pred))
+        rows = false_alarm_rows(m, args.threshold)
+        paths = find_videos(videos, sorted({r["video"] for r in rows}))
+        carried = carry_verdicts(rows, old) if old is not None else 0
+        tiles = []
+        for video, wanted in tqdm(sorted(needed_frames(rows, args.context).items()), desc="videos", unit="video",
+                                  disable=True if args.quiet else None, file=sys.stderr):
+            frames = read_frames(paths[video], wanted)
+            for row in (r for r in rows if r["video"] == video):
+                if row["frame"] not in frames:
+                    raise ReviewError(f"{paths[video]} has no frame {row['frame']} (detections.json lists a false "
+                                      "alarm there): pass the videos that were inferred with --videos")
+                tiles.append((row["id"], tile(row, frames, args.context)))
+    except (ReviewError, BoxScoreError, DataError) as error:
+        return fail(str(error))
+    tiles = [t for _, t in sorted(tiles, key=lambda item: item[0])]
+    sheets = [out / f"sheet_{k // args.per_sheet + 1:03d}.png" for k in range(0, len(tiles), args.per_sheet)]
+    for k, path in enumerate(sheets):
+        write_png(path, sheet(tiles[k * args.per_sheet:(k + 1) * args.per_sheet], args.columns))
+    for stale in set(out.glob("sheet_[0-9][0-9][0-9].png")) - set(sheets):  # an earlier review's extra sheets
+        stale.unlink()
+    atomic_write_text(target, rows_csv(rows))
+    n_frames = len({(r["video"], r["frame"]) for r in rows})
+    print(f"{len(rows)} false alarm(s) in {n_frames} of {len(m.frames)} scored frames; wrote "
+          f"{len(sheets)} sheet(s) and {target}" + (f"; {carried} verdict(s) carried" if old else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
