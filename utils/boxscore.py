@@ -94,14 +94,18 @@ def frame_name(video: str, frame: int) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
+def _open_csv(path: Path, what: str, fix: str):
+    """Return the CSV file opened for reading; BoxScoreError naming it (as ``what``) and the fix otherwise."""
+    try:
+        return open(path, newline="", encoding="utf-8")
+    except OSError as error:
+        raise BoxScoreError(f"cannot read {what} {path} ({error.strerror or error}): {fix}") from None
+
+
 def read_box_labels(path: str | Path) -> dict[tuple[str, int], Box | None]:
     """Return {(video, frame): (x, y, w, h) in pixel-edge coordinates, or None when the target is absent}."""
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8")
-    except OSError as error:
-        raise BoxScoreError(f"cannot read labels {path} ({error.strerror or error}): pass the labels.csv "
-                            "of the video dataset with --boxes") from None
+    handle = _open_csv(path, "labels", "pass the labels.csv of the video dataset with --boxes")
     labels: dict[tuple[str, int], Box | None] = {}
     with handle:
         reader = csv.reader(handle)
@@ -437,11 +441,8 @@ def read_review(path: str | Path) -> dict[tuple[str, int], list[tuple[float, flo
     """Return {(video, frame): [(x, y, verdict, note), ...]} from a review CSV (REVIEW_COLUMNS; ``python -m utils.review``
     writes it, a person fills in the verdicts: object, clutter or empty)."""
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8")
-    except OSError as error:
-        raise BoxScoreError(f"cannot read review {path} ({error.strerror or error}): pass the false_alarms.csv "
-                            "that python -m utils.review wrote, with its verdicts filled in") from None
+    handle = _open_csv(path, "review", "pass the false_alarms.csv that python -m utils.review wrote, with its "
+                       "verdicts filled in")
     review: dict[tuple[str, int], list[tuple[float, float, str, str]]] = {}
     with handle:
         reader = csv.DictReader(handle)
