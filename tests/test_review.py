@@ -47,12 +47,41 @@ def test_counted_apart_by_hand(case, tmp_path):
     labels, detections = read_box_labels(case[0]), read_detections(case[1])
     plain = score_boxes(labels, detections)
     report = score_boxes(labels, detections, review=read_review(path))
-    assert {k: report[k] for k in plain if k != "counted_apart"} == plain  # the main numbers do not move
-    apart = report["counted_apart"]
+    assert {k: report[k] for k in plain if k != "notes"} == {k: plain[k] for k in plain if k != "notes"}
+    apart = report["counted_apart"]   # the main numbers above do not move; this entry is added
     assert apart["n_apart"] == 2 and apart["n_false_alarms"] == 2 and apart["fa_per_frame"] == pytest.approx(2 / 8)
     assert apart["absent_frames_with_fa"] == 0.0 and apart["frames_with_fa"] == pytest.approx(2 / 8)
     assert apart["pd"] == plain["pd"] and apart["per_class"]["DRONE"]["n_false_alarms"] == 1
     assert apart["per_class"]["BIRD"]["n_false_alarms"] == 1
+    # how complete the review is: BIRD 0's is clutter, DRONE 3's has no row within 3 px, and two rows match nothing
+    # (DRONE 3's 4 px away, BIRD 2's on a detected target)
+    assert (apart["n_clutter"], apart["n_not_reviewed"], apart["n_review_rows_unmatched"]) == (1, 1, 2)
+    assert any("1 of the 4 false alarms have no reviewed row" in n for n in report["notes"])
+    assert any("2 row(s) of the review match no false alarm" in n for n in report["notes"])
+
+
+def test_the_nearest_review_row_decides(case, tmp_path):
+    """A false alarm on a clutter row stays a false alarm though an object row lies 2.5 px away."""
+    path = write_review(tmp_path / "review.csv", [("IR_DRONE_001", 1, 30.0, 30.0, "clutter"),
+                                                  ("IR_DRONE_001", 1, 32.5, 30.0, "object")])
+    report = score_boxes(read_box_labels(case[0]), read_detections(case[1]), review=read_review(path))
+    assert report["counted_apart"]["n_apart"] == 0 and report["counted_apart"]["n_clutter"] == 1
+
+
+def test_review_files_from_spreadsheets(case, tmp_path, capsys):
+    """A UTF-8 byte-order mark is read; a file in another encoding is one line naming it."""
+    labels, pred = case
+    path = tmp_path / "bom.csv"
+    path.write_bytes("video,frame,x,y,verdict,note\nIR_DRONE_001,1,11,21,Object,é\n".encode("utf-8-sig"))
+    assert read_review(path) == {("IR_DRONE_001", 1): [(11.0, 21.0, "object", "é")]}
+    path.write_bytes("video,frame,x,y,verdict,note\nIR_DRONE_001,1,11,21,object,é\n".encode("cp1252"))
+    one_line_error(capsys, ["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path)],
+                   "bom.csv", "not UTF-8 CSV", "CSV UTF-8")
+    path.write_text("video,frame,x,y,verdict\nIR_DRONE_001,-1,11,21,object\n")
+    one_line_error(capsys, ["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path)],
+                   "bom.csv line 2", "0-based frame")
+    path.write_text("video,frame,x,y,verdict\nIR_DRONE_001,1,nan,21,object\n")
+    one_line_error(capsys, ["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path)], "finite")
 
 
 def test_cli_reviewed_and_its_errors(case, tmp_path, capsys):
@@ -68,7 +97,7 @@ def test_cli_reviewed_and_its_errors(case, tmp_path, capsys):
     bad.write_text("video,frame,x\nIR_DRONE_001,1,3\n")
     one_line_error(capsys, ["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(bad)], "y, verdict")
     one_line_error(capsys, ["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path),
-                            "--threshold", "0.3"], "threshold >= 0.5")
+                            "--threshold", "0.3"], "a review applies to the detections", "threshold >= 0.5")
     one_line_error(capsys, ["--pred", str(pred), "--data-root", str(tmp_path), "--reviewed", str(path)], "--boxes")
 
 
@@ -103,11 +132,14 @@ def test_review_end_to_end(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "false_alarms.csv")))
     assert [(r["frame"], r["absent"], r["verdict"]) for r in rows] == [("0", "0", ""), ("10", "0", ""),
                                                                         ("20", "1", ""), ("29", "1", "")]
-    # the centre crop of the first tile shows the spot at frame 0; the t-10 crop has no frame (dark grey panel)
-    first = review.tile({"id": 1, "video": "IR_BIRD_001", "frame": 10, "x": 20.0, "y": 20.0, "peak_prob": 0.9,
-                         "absent": 0}, review.read_frames(data / "videos" / "IR_BIRD_001.mp4", {0, 10, 20}), 10)
-    centre = first[review.CAPTION_H:, 160 + review.GAP + 128 + review.GAP:][:, :128]
-    assert centre[64, 64].min() > 200 and centre[0, 0].max() < 120   # the spot is at the centre, background dark
+    # a tile for frame 25, centred on its spot (x = 35): the t crop shows the spot at its centre, the t-10 crop the
+    # spot 10 px to the left (it moves 1 px a frame), and t+10 (frame 35) is past the video's end: a dark grey panel
+    first = review.tile({"id": 1, "video": "IR_BIRD_001", "frame": 25, "x": 35.0, "y": 20.0, "peak_prob": 0.9,
+                         "absent": 0}, review.read_frames(data / "videos" / "IR_BIRD_001.mp4", {15, 25, 35}), 10)
+    crops = [first[review.CAPTION_H:, 160 + review.GAP + k * (128 + review.GAP):][:128, :128] for k in range(3)]
+    assert crops[1][64, 64].min() > 200 and crops[1][10, 10].max() < 120    # spot at the centre, background dark
+    assert crops[0][64, 64].max() < 120 and crops[0][64, 64 - 20].min() > 200   # 10 px (20 shown) to the left
+    assert (crops[2] == 40).all(axis=2).mean() > 0.9                            # no frame 35
     # fill in verdicts; a second run refuses to overwrite them unless carried
     rows[0]["verdict"], rows[2]["verdict"] = "object", "clutter"
     with open(out / "false_alarms.csv", "w", newline="") as handle:
@@ -122,6 +154,29 @@ def test_review_end_to_end(tmp_path, capsys):
     again = list(csv.DictReader(open(out / "false_alarms.csv")))
     assert [r["verdict"] for r in again] == ["object", "", "clutter", ""] and again[0]["note"] == rows[0]["note"]
     assert not (out / "sheet_002.png").exists()    # one sheet of 24 now: the earlier run's second sheet is gone
+    assert not (out / ".review.partial").exists()
+    # carrying into itself at a threshold that drops reviewed rows would lose them: refused, the file untouched
+    before = (out / "false_alarms.csv").read_text()
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--threshold", "0.99",
+                        "--carry", str(out / "false_alarms.csv")]) == 2
+    assert "2 reviewed row(s)" in capsys.readouterr().err and (out / "false_alarms.csv").read_text() == before
+    # the threshold must be one the run's detections can answer
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--threshold", "0.3",
+                        "--out", str(tmp_path / "o1")]) == 2
+    assert "[0.5, 1]" in capsys.readouterr().err
+    # other suffixes, in any case, are found
+    (data / "videos" / "IR_BIRD_001.mp4").rename(data / "videos" / "IR_BIRD_001.MP4")
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--out", str(tmp_path / "o3")]) == 0
+    capsys.readouterr()
+    # a false alarm in a frame past the video's end, and --out a file: one line each
+    write_predictions(pred, {**frames, ("IR_BIRD_001", 29): [], ("IR_BIRD_001", 40): [(5.0, 5.0, 0.9)]}, (64, 80))
+    write_labels(labels, [("IR_BIRD_001", f, None) for f in range(41)])
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--out", str(tmp_path / "o4")]) == 2
+    assert "has no frame 40" in capsys.readouterr().err and not (tmp_path / "o4").exists() or \
+        not any((tmp_path / "o4").iterdir())
+    (tmp_path / "afile").write_text("x")
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
     # misuse: the videos are elsewhere
     assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--out", str(tmp_path / "o2"),
                         "--videos", str(tmp_path)]) == 2
@@ -143,3 +198,21 @@ def test_shipped_review_is_complete_and_matches_the_docs():
     assert sum(len(v) for v in review_map.values()) == 158
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "158 false alarms" in readme and "115 are objects" in readme and "43 are clutter" in readme
+    birds = [r for r in objects if r["video"].startswith("IR_BIRD")]
+    assert f"{len(birds)} birds ({sum(r['absent'] == '1' for r in birds)} in frames labelled absent)" in readme
+    # the counted-apart row: what is left is the clutter, over the 1,541 scored frames and their 63 absent ones
+    clutter = [r for r in rows if r["verdict"] == "clutter"]
+    fa, frames = len(clutter) / 1541, len({(r["video"], r["frame"]) for r in clutter}) / 1541
+    absent = len({(r["video"], r["frame"]) for r in clutter if r["absent"] == "1"}) / 63
+    row = f"| 95.13 % | {fa:.3f} | {100 * frames:.1f} % | {100 * absent:.1f} % |"
+    assert row == "| 95.13 % | 0.028 | 2.8 % | 1.6 % |" and row in readme
+
+
+def test_second_review_agrees():
+    """The blind second review gives every false alarm the same verdict (docs/video.md says so)."""
+    from tests.conftest import ROOT
+
+    first, second = (list(csv.DictReader(open(ROOT / "docs" / "review" / name, encoding="utf-8")))
+                     for name in ("ir_drone_video_val_general.csv", "ir_drone_video_val_general_second.csv"))
+    assert [(r["id"], r["video"], r["frame"], r["verdict"]) for r in first] == \
+        [(r["id"], r["video"], r["frame"], r["verdict"]) for r in second]

@@ -94,34 +94,35 @@ def frame_name(video: str, frame: int) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def _open_csv(path: Path, what: str, fix: str):
-    """Return the CSV file opened for reading; BoxScoreError naming it (as ``what``) and the fix otherwise."""
+def _read_csv(path: Path, what: str, fix: str) -> list[list[str]]:
+    """Return the CSV file's rows (a UTF-8 byte-order mark, as spreadsheets write, is dropped); BoxScoreError naming
+    the file (as ``what``) and the fix when it cannot be read or is not UTF-8 CSV."""
     try:
-        return open(path, newline="", encoding="utf-8")
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return list(csv.reader(handle))
     except OSError as error:
         raise BoxScoreError(f"cannot read {what} {path} ({error.strerror or error}): {fix}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise BoxScoreError(f"{what} {path} is not UTF-8 CSV ({error}): save it as CSV UTF-8") from None
 
 
 def read_box_labels(path: str | Path) -> dict[tuple[str, int], Box | None]:
     """Return {(video, frame): (x, y, w, h) in pixel-edge coordinates, or None when the target is absent}."""
     path = Path(path)
-    handle = _open_csv(path, "labels", "pass the labels.csv of the video dataset with --boxes")
+    rows = _read_csv(path, "labels", "pass the labels.csv of the video dataset with --boxes")
     labels: dict[tuple[str, int], Box | None] = {}
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:6]] != list(LABEL_COLUMNS):
-            raise BoxScoreError(f"labels {path} line 1: header {','.join(header or [])!r} is not "
-                                f"{','.join(LABEL_COLUMNS)}: pass a box-label CSV with --boxes")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            key, box = _parse_label_row(path, line, row)
-            if key in labels:
-                raise BoxScoreError(f"labels {path} line {line}: a second label for {frame_name(*key)} (at most one "
-                                    "target per frame): remove the duplicate row")
-            labels[key] = box
+    header = rows[0] if rows else None
+    if header is None or [h.strip() for h in header[:6]] != list(LABEL_COLUMNS):
+        raise BoxScoreError(f"labels {path} line 1: header {','.join(header or [])!r} is not "
+                            f"{','.join(LABEL_COLUMNS)}: pass a box-label CSV with --boxes")
+    for line, row in enumerate(rows[1:], 2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        key, box = _parse_label_row(path, line, row)
+        if key in labels:
+            raise BoxScoreError(f"labels {path} line {line}: a second label for {frame_name(*key)} (at most one "
+                                "target per frame): remove the duplicate row")
+        labels[key] = box
     if not labels:
         raise BoxScoreError(f"labels {path} has no rows: pass the labels.csv of the video dataset")
     return labels
@@ -441,34 +442,39 @@ def read_review(path: str | Path) -> dict[tuple[str, int], list[tuple[float, flo
     """Return {(video, frame): [(x, y, verdict, note), ...]} from a review CSV (REVIEW_COLUMNS; ``python -m utils.review``
     writes it, a person fills in the verdicts: object, clutter or empty)."""
     path = Path(path)
-    handle = _open_csv(path, "review", "pass the false_alarms.csv that python -m utils.review wrote, with its "
-                       "verdicts filled in")
+    rows = _read_csv(path, "review", "pass the false_alarms.csv that python -m utils.review wrote, with its verdicts "
+                     "filled in")
+    header = [h.strip() for h in rows[0]] if rows else []
+    missing = [c for c in ("video", "frame", "x", "y", "verdict") if c not in header]
+    if missing:
+        raise BoxScoreError(f"review {path} line 1: no {', '.join(missing)} column(s): pass the false_alarms.csv "
+                            "that python -m utils.review wrote")
+    column = {name: header.index(name) for name in ("video", "frame", "x", "y", "verdict", "note") if name in header}
     review: dict[tuple[str, int], list[tuple[float, float, str, str]]] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in ("video", "frame", "x", "y", "verdict") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise BoxScoreError(f"review {path} line 1: no {', '.join(missing)} column(s): pass the false_alarms.csv "
-                                "that python -m utils.review wrote")
-        for row in reader:
-            where = f"review {path} line {reader.line_num}"
-            verdict = (row["verdict"] or "").strip().lower()
-            if verdict not in VERDICTS:
-                raise BoxScoreError(f"{where}: verdict {row['verdict']!r} is not object, clutter or empty: fix the row")
-            try:
-                key = (str(row["video"]).strip(), int(row["frame"]))
-                x, y = float(row["x"]), float(row["y"])
-            except (TypeError, ValueError):
-                raise BoxScoreError(f"{where}: video, frame, x, y {row['video']!r}, {row['frame']!r}, {row['x']!r}, "
-                                    f"{row['y']!r} are not a name, a frame index and two numbers: fix the row") from None
-            review.setdefault(key, []).append((x, y, verdict, (row.get("note") or "").strip()))
+    for line, cells in enumerate(rows[1:], 2):
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        row = {name: (cells[k].strip() if k < len(cells) else "") for name, k in column.items()}
+        where = f"review {path} line {line}"
+        verdict = row["verdict"].lower()
+        if verdict not in VERDICTS:
+            raise BoxScoreError(f"{where}: verdict {row['verdict']!r} is not object, clutter or empty: fix the row")
+        try:
+            frame, x, y = int(row["frame"]), float(row["x"]), float(row["y"])
+        except ValueError:
+            frame, x = -1, math.nan
+        if not row["video"] or frame < 0 or not (math.isfinite(x) and math.isfinite(y)):
+            raise BoxScoreError(f"{where}: video, frame, x, y {row['video']!r}, {row['frame']!r}, {row['x']!r}, "
+                                f"{row['y']!r} are not a name, a 0-based frame and two finite numbers: fix the row")
+        review.setdefault((row["video"], frame), []).append((x, y, verdict, row.get("note", "")))
     return review
 
 
-def nearest_review(review: dict, key: tuple[str, int], x: float, y: float, verdicts: tuple[str, ...] = VERDICTS,
+def nearest_review(review: dict, key: tuple[str, int], x: float, y: float,
                    radius: float = REVIEW_RADIUS_PX) -> tuple[float, float, str, str] | None:
-    """Return the review row of frame ``key`` nearest to (x, y) among ``verdicts``, when within radius px; else None."""
-    rows = [r for r in review.get(key, ()) if r[2] in verdicts]
+    """Return the review row of frame ``key`` nearest to (x, y), whatever its verdict, when within radius px; else
+    None. The nearest row decides: a false alarm on a clutter row stays clutter beside an object 2 px away."""
+    rows = review.get(key)
     if not rows:
         return None
     d2 = ((np.asarray([r[:2] for r in rows], np.float64) - (x, y)) ** 2).sum(1)
@@ -476,10 +482,34 @@ def nearest_review(review: dict, key: tuple[str, int], x: float, y: float, verdi
     return rows[k] if d2[k] <= radius ** 2 else None
 
 
-def reviewed_as(m: Matched, review: dict, verdict: str, radius: float = REVIEW_RADIUS_PX) -> np.ndarray:
-    """Return bool (D,): the detections within radius px of a review row with this verdict in the same frame."""
-    return np.array([nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k], (verdict,), radius) is not None
-                     for k in range(len(m.peak))], bool)
+def review_verdicts(m: Matched, review: dict, which: np.ndarray) -> list[str | None]:
+    """Return the verdict of each detection selected by ``which`` (bool, D): that of its nearest review row within
+    REVIEW_RADIUS_PX in the same frame, "" for a row not reviewed, None when no row is near."""
+    out = []
+    for k in np.flatnonzero(which):
+        hit = nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k])
+        out.append(None if hit is None else hit[2])
+    return out
+
+
+def _counted_apart(m: Matched, review: dict, threshold: float, detected: np.ndarray, n_fa: np.ndarray) -> dict:
+    """Return the "counted_apart" entry: the metrics without the false alarms whose nearest review row says object,
+    and how complete the review is for this run."""
+    false_alarm = (m.peak >= threshold) & ~m.inside
+    verdicts = review_verdicts(m, review, false_alarm)
+    apart = np.zeros(false_alarm.shape, bool)
+    apart[np.flatnonzero(false_alarm)] = [v == "object" for v in verdicts]
+    rest = n_fa - np.bincount(m.frame_of[apart], minlength=len(m.frames))
+    used = set()
+    for k in np.flatnonzero(false_alarm):
+        hit = nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k])
+        if hit is not None:
+            used.add((m.frames[m.frame_of[k]], hit[:2]))
+    n_rows = sum(len(v) for v in review.values())
+    return {"n_apart": int(apart.sum()), "n_clutter": verdicts.count("clutter"),
+            "n_not_reviewed": sum(v is None or v == "" for v in verdicts),
+            "n_review_rows_unmatched": n_rows - len(used), "radius_px": REVIEW_RADIUS_PX,
+            **summarise(m.has_target, detected, rest), "per_class": _by_class(m.classes, m.has_target, detected, rest)}
 
 
 def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detections,
@@ -496,6 +526,9 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
         raise BoxScoreError(f"curve source {curve!r} is not one of {', '.join(CURVE_SOURCES)}")
     if not 0.0 <= threshold <= 1.0:
         raise BoxScoreError(f"threshold {threshold:g} is outside [0, 1]: pass a probability")
+    if review is not None and threshold < detections.min_threshold:
+        raise BoxScoreError(f"a review applies to the detections, threshold >= {detections.min_threshold:g}: "
+                            f"drop --reviewed or score at a threshold of {detections.min_threshold:g} or more")
     m = match(labels, detections)
     frames, sizes, boxes, has_target, classes = m.frames, m.sizes, m.boxes, m.has_target, m.classes
     frame_of, inside, peak, unlabelled, unpredicted = m.frame_of, m.inside, m.peak, m.unlabelled, m.unpredicted
@@ -529,9 +562,6 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
         if curve == "auto" and len(missing_maps) < n:
             notes.append(f"{len(missing_maps)} of {n} scored frame(s) have no map (first {missing_maps[0]}): "
                          "the curve comes from peak_prob")
-    if review is not None and threshold < detections.min_threshold:
-        raise BoxScoreError(f"a review applies to the detections, threshold >= {detections.min_threshold:g}: "
-                            f"drop --reviewed or score at a threshold of {detections.min_threshold:g} or more")
     if threshold >= detections.min_threshold:
         main_source = "detections"
         detected, n_fa = (a[:, 0] for a in _peak_counts(frame_of, inside, peak, np.array([threshold]), n))
@@ -558,11 +588,14 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
               "inference_errors": _named(detections.errors), "pred_dir": str(detections.pred_dir),
               "grow_px": GROW_PX, "rules": RULES, "notes": notes}
     if review is not None:
-        apart = reviewed_as(m, review, "object") & (peak >= threshold) & ~inside
-        rest = n_fa - np.bincount(frame_of[apart], minlength=n)
-        report["counted_apart"] = {"n_apart": int(apart.sum()), "radius_px": REVIEW_RADIUS_PX,
-                                   **summarise(has_target, detected, rest),
-                                   "per_class": _by_class(classes, has_target, detected, rest)}
+        report["counted_apart"] = apart = _counted_apart(m, review, threshold, detected, n_fa)
+        if apart["n_not_reviewed"]:
+            notes.append(f"{apart['n_not_reviewed']} of the {report['n_false_alarms']} false alarms have no reviewed "
+                         f"row within {REVIEW_RADIUS_PX:g} px: they stay counted (review them: python -m utils.review "
+                         "--carry)")
+        if apart["n_review_rows_unmatched"]:
+            notes.append(f"{apart['n_review_rows_unmatched']} row(s) of the review match no false alarm of this run "
+                         "(another run, threshold or videos?)")
     return report
 
 
@@ -620,9 +653,11 @@ def format_box_table(report: dict) -> str:
     lines = [title, *_table_lines(report)]
     apart = report.get("counted_apart")
     if apart is not None:
+        source = f" ({apart['review']})" if apart.get("review") else ""
         lines += ["", f"counted apart: {apart['n_apart']} of the {report['n_false_alarms']} false alarms lie within "
-                      f"{apart['radius_px']:g} px of an unlabelled object of the review {apart.get('review', '')}; "
-                      "the same scores without them:", *_table_lines(apart)]
+                      f"{apart['radius_px']:g} px of a row the review{source} marks object ({apart['n_clutter']} "
+                      f"clutter, {apart['n_not_reviewed']} not reviewed); the same scores without them:",
+                  *_table_lines(apart)]
     return "\n".join(lines)
 
 

@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import re
+import shutil
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -38,7 +41,7 @@ from utils.boxscore import DEFAULT_THRESHOLD, REVIEW_COLUMNS, BoxScoreError, fal
     nearest_review, read_box_labels, read_detections, read_review
 from utils.cli import BoolFlag, fail, finite_float, positive_int
 from utils.data.frames import DataError
-from utils.data.video import iter_video_frames
+from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames
 from utils.files import atomic_write_text, write_png
 
 CROP = 64  # px of the frame around the false alarm
@@ -47,7 +50,7 @@ OVERVIEW_H = 128  # px height of the whole-frame panel
 CAPTION_H = 18  # px of text above each tile
 GAP = 4  # px between panels and tiles
 RED = (0, 0, 255)
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+SHEET = re.compile(r"sheet_\d{3,}\.png")  # the sheets this tool writes
 
 
 class ReviewError(ValueError):
@@ -55,14 +58,15 @@ class ReviewError(ValueError):
 
 
 def find_videos(folder: Path, stems: Sequence[str]) -> dict[str, Path]:
-    """Return {stem: video file} for the stems; ReviewError naming those with no file in the folder."""
-    found, missing = {}, []
-    for stem in stems:
-        path = next((folder / f"{stem}{s}" for s in VIDEO_SUFFIXES if (folder / f"{stem}{s}").is_file()), None)
-        if path is None:
-            missing.append(stem)
-        else:
-            found[stem] = path
+    """Return {stem: video file} for the stems (any suffix inference.py --video reads, in any case); ReviewError naming
+    those with no file in the folder."""
+    listed = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+                listed.setdefault(path.stem, path)
+    found = {stem: listed[stem] for stem in stems if stem in listed}
+    missing = [stem for stem in stems if stem not in listed]
     if missing:
         raise ReviewError(f"{len(missing)} video(s) of the false alarms are not in {folder} (first "
                           f"{', '.join(missing[:5])}): pass the videos' folder with --videos")
@@ -162,26 +166,57 @@ def rows_csv(rows: Sequence[dict]) -> str:
     return text.getvalue()
 
 
-def carry_verdicts(rows: list[dict], old: dict) -> int:
-    """Copy the verdicts and notes of an earlier review (``read_review``) to the rows near its reviewed ones; return
-    how many rows got one."""
-    n = 0
+def carry_verdicts(rows: list[dict], old: dict) -> tuple[int, int]:
+    """Copy the verdicts and notes of an earlier review (``read_review``) to the rows whose nearest old row lies within
+    3 px in the same frame; return (rows that got a verdict, reviewed old rows that no row took)."""
+    n, taken = 0, set()
     for row in rows:
-        hit = nearest_review(old, (row["video"], row["frame"]), row["x"], row["y"], ("object", "clutter"))
+        key = (row["video"], row["frame"])
+        hit = nearest_review(old, key, row["x"], row["y"])
         if hit is not None:
             row["verdict"], row["note"] = hit[2], hit[3]
-            n += 1
-    return n
+            n += bool(hit[2])
+            taken.add((key, hit[:2]))
+    left = sum(1 for key, entries in old.items() for e in entries if e[2] and (key, e[:2]) not in taken)
+    return n, left
 
 
-def filled_in(path: Path) -> bool:
-    """Return True when a review CSV at path holds at least one verdict (someone's work: never overwritten)."""
-    if not path.is_file():
-        return False
+def check_target(path: Path, carry: Path | None) -> None:
+    """ReviewError when the CSV at path holds someone's verdicts (and is not the --carry source) or is unreadable:
+    a review is never overwritten."""
+    if not path.exists():
+        return
     try:
-        return any(r[2] for rows in read_review(path).values() for r in rows)
-    except BoxScoreError:
-        return True  # unreadable as a review: leave it alone too
+        filled = any(r[2] for rows in read_review(path).values() for r in rows)
+    except BoxScoreError as error:
+        raise ReviewError(f"{path} exists and is not a review this tool can read ({error}): move it away or choose "
+                          "another --out") from None
+    if filled and (carry is None or carry.resolve() != path.resolve()):
+        raise ReviewError(f"{path} holds a filled-in review: pass it as --carry to keep its verdicts, or choose "
+                          "another --out")
+
+
+def write_outputs(out: Path, sheets: Iterator[np.ndarray], rows: Sequence[dict]) -> int:
+    """Write the sheets and false_alarms.csv into OUT/.review.partial, then move them into OUT (removing an earlier
+    run's sheets), so OUT never holds sheets and a CSV of different runs; return the number of sheets."""
+    staging = out / ".review.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    n = 0
+    try:
+        for n, image in enumerate(sheets, 1):
+            write_png(staging / f"sheet_{n:03d}.png", image)
+        atomic_write_text(staging / "false_alarms.csv", rows_csv(rows))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)   # nothing half-made stays behind; OUT is as it was
+        raise
+    for old in out.iterdir():
+        if old.is_file() and SHEET.fullmatch(old.name):
+            old.unlink()
+    for path in sorted(staging.iterdir()):
+        os.replace(path, out / path.name)
+    staging.rmdir()
+    return n
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -205,45 +240,74 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def tiles_in_order(rows: Sequence[dict], paths: dict[str, Path], sizes: dict, context: int,
+                   quiet: bool) -> Iterator[np.ndarray]:
+    """Yield the tiles in row order (rows come video by video), decoding each video once."""
+    videos = list(dict.fromkeys(r["video"] for r in rows))
+    need = needed_frames(rows, context)
+    for video in tqdm(videos, desc="videos", unit="video", disable=True if quiet else None, file=sys.stderr):
+        frames = read_frames(paths[video], need[video])
+        for row in (r for r in rows if r["video"] == video):
+            frame = frames.get(row["frame"])
+            if frame is None:
+                raise ReviewError(f"{paths[video]} has no frame {row['frame']} (detections.json lists a false alarm "
+                                  "there): pass the videos that were inferred with --videos")
+            size = tuple(sizes[(video, row["frame"])])
+            if size != (0, 0) and frame.shape != size:
+                raise ReviewError(f"{paths[video]} frame {row['frame']} is {frame.shape[0]} x {frame.shape[1]}, the "
+                                  f"inference saw {size[0]} x {size[1]}: pass the videos that were inferred with "
+                                  "--videos")
+            yield tile(row, frames, context)
+
+
+def batched(items, n: int):
+    """Yield lists of n items (the last may be shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Write the sheets and false_alarms.csv; return 0, or 2 with one line on a user error."""
     args = parse_args(argv)
     out = args.out if args.out is not None else args.pred / "review"
     videos = args.videos if args.videos is not None else args.boxes.parent / "videos"
+    target = out / "false_alarms.csv"
     try:
-        if args.threshold < DEFAULT_THRESHOLD or args.threshold > 1:
-            raise ReviewError(f"--threshold {args.threshold:g}: the detections hold components of p > "
-                              f"{DEFAULT_THRESHOLD:g}; pass a threshold in [{DEFAULT_THRESHOLD:g}, 1]")
-        target = out / "false_alarms.csv"
-        if filled_in(target) and (args.carry is None or args.carry.resolve() != target.resolve()):
-            raise ReviewError(f"{target} holds a filled-in review: pass it as --carry to keep its verdicts, or "
-                              "choose another --out")
+        if out.exists() and not out.is_dir():
+            raise ReviewError(f"--out {out} is a file: pass a folder")
+        check_target(target, args.carry)
         old = read_review(args.carry) if args.carry is not None else None
-        m = match(read_box_labels(args.boxes), read_detections(args.pred))
+        detections = read_detections(args.pred)
+        if not detections.min_threshold <= args.threshold <= 1:
+            raise ReviewError(f"--threshold {args.threshold:g}: the run kept components of p > "
+                              f"{detections.min_threshold:g}; pass a threshold in [{detections.min_threshold:g}, 1]")
+        m = match(read_box_labels(args.boxes), detections)
         rows = false_alarm_rows(m, args.threshold)
-        paths = find_videos(videos, sorted({r["video"] for r in rows}))
-        carried = carry_verdicts(rows, old) if old is not None else 0
-        tiles = []
-        for video, wanted in tqdm(sorted(needed_frames(rows, args.context).items()), desc="videos", unit="video",
-                                  disable=True if args.quiet else None, file=sys.stderr):
-            frames = read_frames(paths[video], wanted)
-            for row in (r for r in rows if r["video"] == video):
-                if row["frame"] not in frames:
-                    raise ReviewError(f"{paths[video]} has no frame {row['frame']} (detections.json lists a false "
-                                      "alarm there): pass the videos that were inferred with --videos")
-                tiles.append((row["id"], tile(row, frames, args.context)))
+        paths = find_videos(videos, list(dict.fromkeys(r["video"] for r in rows)))
+        carried = left = 0
+        if old is not None:
+            carried, left = carry_verdicts(rows, old)
+            if left and args.carry.resolve() == target.resolve():
+                raise ReviewError(f"{left} reviewed row(s) of {target} match no false alarm of this run (another "
+                                  "threshold or run?): rewriting it would lose them; choose another --out")
+        sizes = dict(zip(m.frames, m.sizes))
+        sheets = (sheet(group, args.columns)
+                  for group in batched(tiles_in_order(rows, paths, sizes, args.context, args.quiet), args.per_sheet))
+        n_sheets = write_outputs(out, sheets, rows)
     except (ReviewError, BoxScoreError, DataError) as error:
         return fail(str(error))
-    tiles = [t for _, t in sorted(tiles, key=lambda item: item[0])]
-    sheets = [out / f"sheet_{k // args.per_sheet + 1:03d}.png" for k in range(0, len(tiles), args.per_sheet)]
-    for k, path in enumerate(sheets):
-        write_png(path, sheet(tiles[k * args.per_sheet:(k + 1) * args.per_sheet], args.columns))
-    for stale in set(out.glob("sheet_[0-9][0-9][0-9].png")) - set(sheets):  # an earlier review's extra sheets
-        stale.unlink()
-    atomic_write_text(target, rows_csv(rows))
+    except OSError as error:
+        return fail(f"cannot write the review to {out} ({error.strerror or error}): choose a writable --out")
     n_frames = len({(r["video"], r["frame"]) for r in rows})
-    print(f"{len(rows)} false alarm(s) in {n_frames} of {len(m.frames)} scored frames; wrote "
-          f"{len(sheets)} sheet(s) and {target}" + (f"; {carried} verdict(s) carried" if old else ""))
+    print(f"{len(rows)} false alarm(s) in {n_frames} of {len(m.frames)} scored frames; wrote {n_sheets} sheet(s) and "
+          f"{target}" + (f"; {carried} verdict(s) carried, {left} reviewed row(s) of {args.carry} not carried"
+                         if old is not None else ""))
     return 0
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.data import DataError, Sample, fit_mask, frame_to_unit, read_frame, read_mask
-from utils.data.video import iter_video_frames, open_video
+from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames, open_video
 from utils.files import write_png
 from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
 from utils.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
@@ -154,7 +154,6 @@ def run_on_samples(predictor: Predictor, samples: Sequence[Sample], out: Path, o
 
 # ----------------------------------------------------------------------------- videos
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
 DECODE_AHEAD = 4  # batches decoded ahead of the network (a few frames: memory stays flat)
 
 

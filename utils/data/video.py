@@ -39,6 +39,7 @@ Box = tuple[float, float, float, float]  # (x, y, w, h) in pixel-edge coordinate
 LABEL_HEADER = ("video", "frame", "x", "y", "w", "h")
 VIDEO_SPLITS = ("train", "val", "trainval")
 VIDEO_EXTENSION = ".mp4"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")  # what --video reads
 
 # The pseudo-mask rule (docs/video.md): ring width (px), threshold = max(K robust sigmas, FLOOR grey levels).
 PSEUDO_RING = 4
