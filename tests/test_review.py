@@ -154,6 +154,12 @@ def test_review_end_to_end(tmp_path, capsys):
     again = list(csv.DictReader(open(out / "false_alarms.csv")))
     assert [r["verdict"] for r in again] == ["object", "", "clutter", ""] and again[0]["note"] == rows[0]["note"]
     assert not (out / "sheet_002.png").exists()    # one sheet of 24 now: the earlier run's second sheet is gone
+    # only what is left to review is drawn: 2 of the 4 (ids 2 and 4), one sheet of 1 x 2 tiles
+    assert review.main(["--boxes", str(labels), "--pred", str(pred), "--quiet", "--unreviewed-only",
+                        "--carry", str(out / "false_alarms.csv")]) == 0
+    assert cv2.imread(str(out / "sheet_001.png")).shape[1] == 2 * (160 + 3 * 128 + 3 * 4 + 4) + 4
+    assert len(list(csv.DictReader(open(out / "false_alarms.csv")))) == 4
+    capsys.readouterr()
     assert not (out / ".review.partial").exists()
     # carrying into itself at a threshold that drops reviewed rows would lose them: refused, the file untouched
     before = (out / "false_alarms.csv").read_text()

@@ -18,7 +18,8 @@ person can tell them apart, and only by looking. This writes, for the false alar
 ``cal_from_mask.py --boxes LABELS --pred PRED --reviewed OUT/false_alarms.csv`` then reports the
 scores without the false alarms marked object beside the unchanged ones. ``--carry OLD.csv`` copies
 an earlier review's verdicts and notes to the false alarms within 3 px of its rows in the same
-frame (the same object seen by another checkpoint). OUT defaults to PRED/review; a filled-in
+frame (the same object seen by another checkpoint); with ``--unreviewed-only`` the sheets show only
+the false alarms still without a verdict (ids as in the CSV). OUT defaults to PRED/review; a filled-in
 review there is never overwritten (pass it as ``--carry``, or choose another ``--out``).
 """
 from __future__ import annotations
@@ -236,6 +237,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--columns", type=positive_int, default=3, help="tiles per row (default 3)")
     parser.add_argument("--carry", type=Path, default=None, metavar="OLD.csv",
                         help="copy an earlier review's verdicts to the false alarms within 3 px of its rows")
+    parser.add_argument("--unreviewed-only", action=BoolFlag,
+                        help="with --carry: draw only the false alarms left without a verdict (the CSV lists all)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     return parser.parse_args(argv)
 
@@ -289,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               f"{detections.min_threshold:g}; pass a threshold in [{detections.min_threshold:g}, 1]")
         m = match(read_box_labels(args.boxes), detections)
         rows = false_alarm_rows(m, args.threshold)
+        if args.unreviewed_only and old is None:
+            raise ReviewError("--unreviewed-only needs --carry OLD.csv (the review whose verdicts are kept)")
         paths = find_videos(videos, list(dict.fromkeys(r["video"] for r in rows)))
         carried = left = 0
         if old is not None:
@@ -297,8 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ReviewError(f"{left} reviewed row(s) of {target} match no false alarm of this run (another "
                                   "threshold or run?): rewriting it would lose them; choose another --out")
         sizes = dict(zip(m.frames, m.sizes))
+        drawn = [r for r in rows if not r["verdict"]] if args.unreviewed_only else rows
         sheets = (sheet(group, args.columns)
-                  for group in batched(tiles_in_order(rows, paths, sizes, args.context, args.quiet), args.per_sheet))
+                  for group in batched(tiles_in_order(drawn, paths, sizes, args.context, args.quiet), args.per_sheet))
         n_sheets = write_outputs(out, sheets, rows)
     except (ReviewError, BoxScoreError, DataError) as error:
         return fail(str(error))
