@@ -222,3 +222,25 @@ def test_second_review_agrees():
                      for name in ("ir_drone_video_val_general.csv", "ir_drone_video_val_general_second.csv"))
     assert [(r["id"], r["video"], r["frame"], r["verdict"]) for r in first] == \
         [(r["id"], r["video"], r["frame"], r["verdict"]) for r in second]
+
+
+def test_review_of_what_the_verifier_removed():
+    """docs/review ..._noverify.csv: LRRNet alone's 520 false alarms, the 158 kept ones with the first review's verdicts,
+    and the README's counts of what the verifier removed."""
+    from tests.conftest import ROOT
+
+    kept = {(r["video"], r["frame"], r["x"], r["y"]): r["verdict"] for r in
+            csv.DictReader(open(ROOT / "docs" / "review" / "ir_drone_video_val_general.csv", encoding="utf-8"))}
+    rows = list(csv.DictReader(open(ROOT / "docs" / "review" / "ir_drone_video_val_general_noverify.csv",
+                                    encoding="utf-8")))
+    assert len(rows) == 520 and all(r["verdict"] in ("object", "clutter") for r in rows)
+    carried = [r for r in rows if (r["video"], r["frame"], r["x"], r["y"]) in kept]
+    assert len(carried) == 158 and all(kept[(r["video"], r["frame"], r["x"], r["y"])] == r["verdict"] for r in carried)
+    removed = [r for r in rows if (r["video"], r["frame"], r["x"], r["y"]) not in kept]
+    n_clutter = sum(r["verdict"] == "clutter" for r in removed)
+    n_objects = sum(r["verdict"] == "object" for r in rows)
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())   # line breaks do not matter
+    assert (len(removed), n_clutter, n_objects) == (362, 356, 121)
+    assert f"of the {len(removed)} false alarms it takes away" in readme and f"finds {n_clutter} clutter" in readme
+    assert f"{len(rows) - n_objects} are clutter and {n_objects} objects" in readme
+    assert f"{0.259:.3f}" == f"{(len(rows) - n_objects) / 1541:.3f}" and "| 95.74 % | 0.259 |" in readme
