@@ -47,7 +47,7 @@ from utils.predict import (OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, T
                            parse_confirm)
 from utils.runner import list_videos, run_on_samples, run_on_video
 from utils.runtime import Predictor, select_device
-from utils.verify import load_verification
+from utils.verify import describe_verification, load_verification
 
 log = logging.getLogger("inference")
 BACKENDS = ("torch", "onnxruntime")
@@ -200,8 +200,7 @@ def run_options(args: argparse.Namespace, predictor=None) -> dict:
     keys = ("backend", "dtype", "device", "batch_size", "tile_above", "tiling", "tile", "overlap", "sixteen_bit",
             "overlay", "every", "confirm", "confirm_radius", "save_maps", "layout")
     options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in keys}
-    verification = getattr(predictor, "verification", None)
-    return {**options, "verifier": verification.describe() if verification is not None else None}
+    return {**options, "verifier": describe_verification(predictor)}
 
 
 def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sample], warnings: list[str], out: Path,

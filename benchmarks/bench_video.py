@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
-from models import load_model  # noqa: E402
+from models.load import load_checkpoint, load_model  # noqa: E402
 from utils import ROOT  # noqa: E402
 from utils.predict import detect_targets  # noqa: E402
 from utils.runtime import Predictor  # noqa: E402
@@ -79,20 +79,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "SIRST v1 checkpoint)")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args(argv)
-    has_verifier = isinstance(load_model(args.checkpoint)[1].get("verifier"), dict)
+    has_verifier = isinstance(load_checkpoint(args.checkpoint).get("verifier"), dict)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = write_clip(tmp / "clip.mp4", args.frames)
         paths = {}
+
+        def ours(dtype: str, *extra: str):
+            return lambda out: inference.main(["--checkpoint", str(args.checkpoint), "--video", str(video), "--out",
+                                               str(out), "--dtype", dtype, *extra, "--quiet", "--log-level", "warning"])
+
         for dtype in args.dtypes:
             paths[f"plain {dtype}"] = lambda out, d=dtype: plain_loop(args.checkpoint, video, d)
-            paths[f"ours {dtype}"] = lambda out, d=dtype: inference.main(
-                ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
-                 "--quiet", "--log-level", "warning"])
+            paths[f"ours {dtype}"] = ours(dtype)
             if has_verifier:   # the second stage's cost: the same job without it
-                paths[f"ours {dtype} --no-verify"] = lambda out, d=dtype: inference.main(
-                    ["--checkpoint", str(args.checkpoint), "--video", str(video), "--out", str(out), "--dtype", d,
-                     "--no-verify", "--quiet", "--log-level", "warning"])
+                paths[f"ours {dtype} --no-verify"] = ours(dtype, "--no-verify")
         plain_loop(args.checkpoint, video, args.dtypes[0])  # warm-up: first-call costs paid by nobody
         times = round_robin(paths, args.rounds, tmp)
     rows = []

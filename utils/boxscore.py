@@ -482,29 +482,37 @@ def nearest_review(review: dict, key: tuple[str, int], x: float, y: float,
     return rows[k] if d2[k] <= radius ** 2 else None
 
 
-def review_verdicts(m: Matched, review: dict, which: np.ndarray) -> list[str | None]:
-    """Return the verdict of each detection selected by ``which`` (bool, D): that of its nearest review row within
-    REVIEW_RADIUS_PX in the same frame, "" for a row not reviewed, None when no row is near."""
-    out = []
-    for k in np.flatnonzero(which):
-        hit = nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k])
-        out.append(None if hit is None else hit[2])
-    return out
+def check_review_threshold(threshold: float, detections: Detections) -> None:
+    """BoxScoreError unless the threshold lies in [the run's inference threshold, 1]: a review applies to the
+    detections (components of p > that threshold), not to the maps."""
+    low = detections.min_threshold
+    if not low <= threshold <= 1:
+        raise BoxScoreError(f"threshold {threshold:g}: a review applies to the detections, threshold >= {low:g} "
+                            f"(the run kept components of p > {low:g}): pass a threshold in [{low:g}, 1], or score "
+                            "without --reviewed")
+
+
+def assign_review(review: dict, points) -> tuple[list, set]:
+    """Return, for points (frame key, x, y), each one's nearest review row within REVIEW_RADIUS_PX (None when none
+    is near), and the set of (frame key, (x, y)) of the review rows so taken."""
+    hits, taken = [], set()
+    for key, x, y in points:
+        hit = nearest_review(review, key, x, y)
+        hits.append(hit)
+        if hit is not None:
+            taken.add((key, hit[:2]))
+    return hits, taken
 
 
 def _counted_apart(m: Matched, review: dict, threshold: float, detected: np.ndarray, n_fa: np.ndarray) -> dict:
     """Return the "counted_apart" entry: the metrics without the false alarms whose nearest review row says object,
     and how complete the review is for this run."""
-    false_alarm = (m.peak >= threshold) & ~m.inside
-    verdicts = review_verdicts(m, review, false_alarm)
-    apart = np.zeros(false_alarm.shape, bool)
-    apart[np.flatnonzero(false_alarm)] = [v == "object" for v in verdicts]
+    false_alarm = np.flatnonzero((m.peak >= threshold) & ~m.inside)
+    hits, used = assign_review(review, [(m.frames[m.frame_of[k]], m.x[k], m.y[k]) for k in false_alarm])
+    verdicts = [None if hit is None else hit[2] for hit in hits]
+    apart = np.zeros(m.peak.shape, bool)
+    apart[false_alarm] = [v == "object" for v in verdicts]
     rest = n_fa - np.bincount(m.frame_of[apart], minlength=len(m.frames))
-    used = set()
-    for k in np.flatnonzero(false_alarm):
-        hit = nearest_review(review, m.frames[m.frame_of[k]], m.x[k], m.y[k])
-        if hit is not None:
-            used.add((m.frames[m.frame_of[k]], hit[:2]))
     n_rows = sum(len(v) for v in review.values())
     return {"n_apart": int(apart.sum()), "n_clutter": verdicts.count("clutter"),
             "n_not_reviewed": sum(v is None or v == "" for v in verdicts),
@@ -526,9 +534,8 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
         raise BoxScoreError(f"curve source {curve!r} is not one of {', '.join(CURVE_SOURCES)}")
     if not 0.0 <= threshold <= 1.0:
         raise BoxScoreError(f"threshold {threshold:g} is outside [0, 1]: pass a probability")
-    if review is not None and threshold < detections.min_threshold:
-        raise BoxScoreError(f"a review applies to the detections, threshold >= {detections.min_threshold:g}: "
-                            f"drop --reviewed or score at a threshold of {detections.min_threshold:g} or more")
+    if review is not None:
+        check_review_threshold(threshold, detections)
     m = match(labels, detections)
     frames, sizes, boxes, has_target, classes = m.frames, m.sizes, m.boxes, m.has_target, m.classes
     frame_of, inside, peak, unlabelled, unpredicted = m.frame_of, m.inside, m.peak, m.unlabelled, m.unpredicted

@@ -127,13 +127,13 @@ def predict_tiled(predictor: Predictor, frame: torch.Tensor, tile: int, overlap:
 # ----------------------------------------------------------------------------- forward passes
 
 
-def predict_maps(predictor: Predictor, frames: Sequence[np.ndarray],
-                 opts: PredictOptions = PredictOptions()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def predict_maps(predictor: Predictor, frames: Sequence[np.ndarray], opts: PredictOptions = PredictOptions(),
+                 verification=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Return (probabilities, reconstructions), H x W float32 each, for same-size frames (float32 in [0, 1]).
 
     Frames above ``opts.tile_above`` pixels run one by one as tiles; the others in one batch. A
-    predictor with a ``verification`` (``utils.verify``) has its rejected candidates put below
-    ``opts.threshold`` in the probabilities.
+    ``verification`` (``utils.verify``; default: the one attached to the predictor, if any) puts its
+    rejected candidates below ``opts.threshold`` in the probabilities.
     """
     if not frames:
         return [], []
@@ -145,7 +145,8 @@ def predict_maps(predictor: Predictor, frames: Sequence[np.ndarray],
     else:
         d, t = predictor(x)
         probs, recons = list(torch.sigmoid(t[:, 0]).cpu().numpy()), list(d[:, 0].cpu().numpy())
-    verification = getattr(predictor, "verification", None)  # utils.verify: the second stage, when attached
+    if verification is None:   # utils.verify: the second stage given, else the one attached to the predictor
+        verification = getattr(predictor, "verification", None)
     if verification is not None:
         probs = [verification(frame, prob, opts.threshold) for frame, prob in zip(frames, probs)]
     return probs, recons
@@ -236,13 +237,7 @@ def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model, select_device(device), dtype)
     unit = frame_to_unit(np.asarray(frame), "frame", sixteen_bit)
-    before = predictor.verification
-    if verification is not None:
-        predictor.verification = verification   # for this frame only: the caller's predictor is left as it was
-    try:
-        probs, recons = predict_maps(predictor, [unit], opts)
-    finally:
-        predictor.verification = before
+    probs, recons = predict_maps(predictor, [unit], opts, verification)   # the caller's predictor is left as it was
     return FramePrediction(probs[0], recons[0], detect_targets(probs[0], opts.threshold))
 
 

@@ -38,11 +38,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.boxscore import DEFAULT_THRESHOLD, REVIEW_COLUMNS, BoxScoreError, false_alarm_rows, match, \
-    nearest_review, read_box_labels, read_detections, read_review
+from utils.boxscore import DEFAULT_THRESHOLD, REVIEW_COLUMNS, BoxScoreError, assign_review, check_review_threshold, \
+    false_alarm_rows, match, read_box_labels, read_detections, read_review
 from utils.cli import BoolFlag, fail, finite_float, positive_int
 from utils.data.frames import DataError
-from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames
+from utils.data.video import iter_video_frames, video_files
 from utils.files import atomic_write_text, write_png
 
 CROP = 64  # px of the frame around the false alarm
@@ -62,10 +62,8 @@ def find_videos(folder: Path, stems: Sequence[str]) -> dict[str, Path]:
     """Return {stem: video file} for the stems (any suffix inference.py --video reads, in any case); ReviewError naming
     those with no file in the folder."""
     listed = {}
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
-                listed.setdefault(path.stem, path)
+    for path in video_files(folder) if folder.is_dir() else []:
+        listed.setdefault(path.stem, path)
     found = {stem: listed[stem] for stem in stems if stem in listed}
     missing = [stem for stem in stems if stem not in listed]
     if missing:
@@ -170,31 +168,31 @@ def rows_csv(rows: Sequence[dict]) -> str:
 def carry_verdicts(rows: list[dict], old: dict) -> tuple[int, int]:
     """Copy the verdicts and notes of an earlier review (``read_review``) to the rows whose nearest old row lies within
     3 px in the same frame; return (rows that got a verdict, reviewed old rows that no row took)."""
-    n, taken = 0, set()
-    for row in rows:
-        key = (row["video"], row["frame"])
-        hit = nearest_review(old, key, row["x"], row["y"])
+    hits, taken = assign_review(old, [((r["video"], r["frame"]), r["x"], r["y"]) for r in rows])
+    n = 0
+    for row, hit in zip(rows, hits):
         if hit is not None:
             row["verdict"], row["note"] = hit[2], hit[3]
             n += bool(hit[2])
-            taken.add((key, hit[:2]))
     left = sum(1 for key, entries in old.items() for e in entries if e[2] and (key, e[:2]) not in taken)
     return n, left
 
 
-def check_target(path: Path, carry: Path | None) -> None:
-    """ReviewError when the CSV at path holds someone's verdicts (and is not the --carry source) or is unreadable:
-    a review is never overwritten."""
+def check_target(path: Path, carry: Path | None) -> dict | None:
+    """Return the review already at path (None when there is none); ReviewError when it holds someone's verdicts
+    (and is not the --carry source) or is unreadable: a review is never overwritten."""
     if not path.exists():
-        return
+        return None
     try:
-        filled = any(r[2] for rows in read_review(path).values() for r in rows)
+        existing = read_review(path)
+        filled = any(r[2] for rows in existing.values() for r in rows)
     except BoxScoreError as error:
         raise ReviewError(f"{path} exists and is not a review this tool can read ({error}): move it away or choose "
                           "another --out") from None
     if filled and (carry is None or carry.resolve() != path.resolve()):
         raise ReviewError(f"{path} holds a filled-in review: pass it as --carry to keep its verdicts, or choose "
                           "another --out")
+    return existing
 
 
 def write_outputs(out: Path, sheets: Iterator[np.ndarray], rows: Sequence[dict]) -> int:
@@ -282,23 +280,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     videos = args.videos if args.videos is not None else args.boxes.parent / "videos"
     target = out / "false_alarms.csv"
     try:
+        if args.unreviewed_only and args.carry is None:
+            raise ReviewError("--unreviewed-only needs --carry OLD.csv (the review whose verdicts are kept)")
         if out.exists() and not out.is_dir():
             raise ReviewError(f"--out {out} is a file: pass a folder")
-        check_target(target, args.carry)
-        old = read_review(args.carry) if args.carry is not None else None
+        existing = check_target(target, args.carry)
+        carry_is_target = args.carry is not None and args.carry.resolve() == target.resolve()
+        old = existing if carry_is_target and existing is not None else \
+            read_review(args.carry) if args.carry is not None else None
         detections = read_detections(args.pred)
-        if not detections.min_threshold <= args.threshold <= 1:
-            raise ReviewError(f"--threshold {args.threshold:g}: the run kept components of p > "
-                              f"{detections.min_threshold:g}; pass a threshold in [{detections.min_threshold:g}, 1]")
+        check_review_threshold(args.threshold, detections)
         m = match(read_box_labels(args.boxes), detections)
         rows = false_alarm_rows(m, args.threshold)
-        if args.unreviewed_only and old is None:
-            raise ReviewError("--unreviewed-only needs --carry OLD.csv (the review whose verdicts are kept)")
         paths = find_videos(videos, list(dict.fromkeys(r["video"] for r in rows)))
         carried = left = 0
         if old is not None:
             carried, left = carry_verdicts(rows, old)
-            if left and args.carry.resolve() == target.resolve():
+            if left and carry_is_target:
                 raise ReviewError(f"{left} reviewed row(s) of {target} match no false alarm of this run (another "
                                   "threshold or run?): rewriting it would lose them; choose another --out")
         sizes = dict(zip(m.frames, m.sizes))

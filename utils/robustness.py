@@ -43,7 +43,7 @@ from utils.files import write_json
 from utils.metrics import THRESHOLD, Evaluator
 from utils.predict import PredictOptions, default_batch_size, predict_maps
 from utils.runtime import Predictor, select_device
-from utils.verify import load_verification
+from utils.verify import describe_verification, load_verification
 
 DEFAULT_SIGMAS = (5.0, 10.0, 15.0, 20.0, 30.0)  # grey levels of 255; NoisySIRST's levels are within this range
 GREY_LEVELS = 255.0  # sigma units: 1 / 255 of the intensity range
@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {"checkpoint": str(args.checkpoint), "data_root": str(root), "split": args.split, "seed": args.seed,
               "quantised_to_8_bits": args.quantise, "sigma_units": "grey levels of 255",
               "dtype": args.dtype, "threshold": THRESHOLD,
-              "verifier": predictor.verification.describe() if predictor.verification is not None else None,
+              "verifier": describe_verification(predictor),
               "note": "fa is a fraction of pixels (x1e-6 in the table)",
               "levels": rows}
     write_json(out / "robustness.json", report)

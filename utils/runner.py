@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils.data import DataError, Sample, fit_mask, frame_to_unit, read_frame, read_mask
-from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames, open_video
+from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames, open_video, video_files
 from utils.files import write_png
 from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
 from utils.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
@@ -167,7 +167,7 @@ def list_videos(path: Path, out: Path | None = None) -> list[Path]:
     if path.is_file():
         found = [path]
     elif path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        found = video_files(path)
         if not found:
             raise DataError(f"folder {path} holds no video ({', '.join(VIDEO_EXTENSIONS)}): pass a video or a folder "
                             "of them")

@@ -100,10 +100,10 @@ def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float
     factor[1:][rejected] = (scores[rejected] / tau) * threshold
     out = np.array(prob, np.float32, copy=True)
     flat = out.reshape(-1)
-    flat[comps.index] *= factor[comps.label]
+    sel = rejected[comps.label - 1]                              # the pixels of rejected components only
     below = np.nextafter(np.float32(threshold), np.float32(0))   # float rounding may land on t itself: stay under
-    hit = comps.index[rejected[comps.label - 1]]
-    flat[hit] = np.minimum(flat[hit], below)
+    hit = comps.index[sel]
+    flat[hit] = np.minimum(flat[hit] * factor[comps.label[sel]], below)
     return out
 
 
@@ -148,6 +148,12 @@ class Verification:
         """Return what a manifest records of it."""
         return {"tau": self.tau, "patch": self.net.config.patch,
                 "parameters": sum(p.numel() for p in self.net.parameters())}
+
+
+def describe_verification(predictor) -> dict | None:
+    """Return what a report records of the predictor's attached verifier (its ``describe()``), None without one."""
+    verification = getattr(predictor, "verification", None)
+    return verification.describe() if verification is not None else None
 
 
 def load_verification(meta: dict, device: torch.device | str = "cpu") -> Verification | None:

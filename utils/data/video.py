@@ -41,6 +41,11 @@ VIDEO_SPLITS = ("train", "val", "trainval")
 VIDEO_EXTENSION = ".mp4"
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")  # what --video reads
 
+
+def video_files(folder: Path) -> list[Path]:
+    """Return the video files (VIDEO_EXTENSIONS, in any case) directly in a folder, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
 # The pseudo-mask rule (docs/video.md): ring width (px), threshold = max(K robust sigmas, FLOOR grey levels).
 PSEUDO_RING = 4
 PSEUDO_K = 3.0
