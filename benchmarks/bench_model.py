@@ -89,8 +89,11 @@ def build_paths(device: torch.device, compile_: bool, state: dict, cuda_graphs: 
 
 
 def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compile_: bool, batches: tuple[int, ...] = (1,),
-        cuda_graphs: bool = False, onnx: bool = False) -> list[dict]:
-    """Time every path at every size and batch; return one row per (size, batch, path)."""
+        cuda_graphs: bool = False, onnx: bool = False, on_rows=None) -> list[dict]:
+    """Time every path at every size and batch; return one row per (size, batch, path).
+
+    on_rows(rows) is called with each (size, batch)'s rows as soon as they are timed, so that a run stopped
+    part-way (a time limit) still leaves what it measured."""
     torch.manual_seed(0)
     state = get_model("LRRNet").state_dict()
     paths = build_paths(device, compile_, state, cuda_graphs, onnx)
@@ -120,16 +123,21 @@ def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compil
             diff = (outputs[name] - outputs["reference"]).abs().max().item()
             rows.append({"device": device.type, "size": f"{h}x{w}", "batch": n, "path": name, "s_per_call": t,
                          "fps": n / t, "speedup": ref_t / t, "peak_gb": peaks[name], "max_abs_diff_T": diff})
+        if on_rows is not None:
+            on_rows(rows[-len(paths):])
     return rows
 
 
-def print_rows(rows: list[dict]) -> None:
-    """Print the rows as a markdown table."""
-    print("| device | size | batch | path | s/call | frames/s | speed-up | peak memory GiB | max abs diff T |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['device']} | {r['size']} | {r['batch']} | {r['path']} | {r['s_per_call']:.4f} | {r['fps']:.2f} | "
-              f"{r['speedup']:.2f}x | {r['peak_gb']:.2f} | {r['max_abs_diff_T']:.1e} |")
+TABLE_HEAD = ("| device | size | batch | path | s/call | frames/s | speed-up | peak memory GiB | max abs diff T |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+
+
+def row_lines(rows: list[dict]) -> str:
+    """Return the rows as markdown table lines (no header)."""
+    return "\n".join(f"| {r['device']} | {r['size']} | {r['batch']} | {r['path']} | {r['s_per_call']:.4f} | "
+                     f"{r['fps']:.2f} | {r['speedup']:.2f}x | {r['peak_gb']:.2f} | {r['max_abs_diff_T']:.1e} |"
+                     for r in rows)
+
 
 
 def machine(device: torch.device) -> str:
@@ -154,13 +162,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
+
+    def on_rows(new: list[dict]) -> None:    # each (size, batch) printed and saved as soon as it is timed
+        rows.extend(new)
+        print(row_lines(new), flush=True)
+        if args.json is not None:
+            write_json(args.json, {"machine": {d: machine(torch.device(d)) for d in devices}, "rows": rows})
+
     for name in devices:
         device = torch.device(name)
-        print(f"# {name}: {machine(device)}", flush=True)
-        rows += run(device, sizes, args.repeats, args.compile, tuple(args.batches), args.cuda_graphs, args.onnx)
-    print_rows(rows)
-    if args.json is not None:
-        write_json(args.json, {"machine": {d: machine(torch.device(d)) for d in devices}, "rows": rows})
+        print(f"# {name}: {machine(device)}\n{TABLE_HEAD}", flush=True)
+        run(device, sizes, args.repeats, args.compile, tuple(args.batches), args.cuda_graphs, args.onnx, on_rows)
     return rows
 
 

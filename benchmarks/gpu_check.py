@@ -209,11 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["steps"][name] = result
         print(f"   {'passed' if result.get('ok') else 'skipped' if result.get('ok') is None else 'FAILED'} "
               f"({result['seconds']} s)", flush=True)
-    report["seconds"] = time.perf_counter() - start
-    write_json(args.out / "report.json", report)
-    text = markdown(report)
-    atomic_write_text(args.out / "report.md", text)
-    print(text)
+        report["seconds"] = time.perf_counter() - start
+        write_json(args.out / "report.json", report)    # after every step: a check stopped part-way keeps the rest
+        atomic_write_text(args.out / "report.md", markdown(report))
+    print(markdown(report))
     return 0 if all(step.get("ok") is not False for step in report["steps"].values()) else 1
 
 

@@ -13,7 +13,9 @@ DATASETS = SHARED / "datasets"
 def need(path: Path) -> Path:
     """Return path, or skip the test with a reason when it is absent."""
     if not path.exists():
-        pytest.skip(f"{path} is absent: this test needs the project's ../shared folder")
+        where = ("restore it: git checkout -- " + str(path.relative_to(ROOT))) if path.is_relative_to(ROOT) \
+            else "this test needs the project's ../shared folder"
+        pytest.skip(f"{path} is absent: {where}")
     return path
 
 

@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.py on a machine without CUDA: one line and exit 2; its report rendering from a stored report."""
+import json
 import subprocess
 import sys
 
@@ -42,3 +43,27 @@ def test_markdown_report_lists_steps_nudt_and_throughput():
     assert "| 1 | bf16+graphs | 650 | 6.50x |" in text
     assert "batch 16: best bf16 3200.0 frames/s, goal 3000: met" in text
     assert "| cuda | 0.7 | 1e-05 |" in text
+
+
+def test_bench_model_keeps_what_it_timed_when_stopped(tmp_path, monkeypatch, capsys):
+    """A benchmark stopped part-way (a time limit) has printed and saved every (size, batch) it finished."""
+    from benchmarks import bench_model
+
+    out = tmp_path / "model.json"
+    lines = bench_model.row_lines
+    calls = []
+
+    def stop_at_second(rows):
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise KeyboardInterrupt     # stands for the time limit: after the first block was timed
+        return lines(rows)
+
+    monkeypatch.setattr(bench_model, "row_lines", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        bench_model.main(["--devices", "cpu", "--sizes", "32x32", "--batches", "1", "2", "--repeats", "1",
+                          "--json", str(out)])
+    saved = json.loads(out.read_text())["rows"]
+    assert [(r["batch"], r["path"]) for r in saved] == [(1, "reference"), (1, "fp32"), (1, "bf16")]
+    printed = capsys.readouterr().out
+    assert "| cpu | 32x32 | 1 | fp32 |" in printed and "| cpu | 32x32 | 2 |" not in printed

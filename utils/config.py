@@ -224,6 +224,15 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                         steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
                         video_val_every=60,                       # 257 val frames: 2 min a validation here
                         hard_negatives=3, hard_negative_frames=300)),
+    "general_gpu": ("general_cpu's mix from scratch on one GPU: 12 epochs of 100 batches of 32, 3.5 min on an "
+                    "H200 (--device cuda)",
+                    dict(_GENERAL,
+                         batch_size=32,                       # 4x general_cpu's batch
+                         lr=5e-4, warmup_iters=300,           # lr 1e-3 (warm-up 200) collapsed to an empty map by epoch 5
+                         steps_per_epoch=100, epochs=12, val_every=5,
+                         ema_decay=0.999,
+                         workers=12,                          # crops, pastes and noise on 12 CPU processes
+                         hard_negatives=5, hard_negative_frames=600)),   # fp32 as general_cpu (the run ran so)
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute
