@@ -143,10 +143,18 @@ def step_throughput(args: argparse.Namespace) -> dict:
 
     from benchmarks.bench_model import machine, run
 
-    rows = run(torch.device("cuda"), [(512, 512)], args.repeats, compile_=True, batches=(1, 16), cuda_graphs=True)
+    device = machine(torch.device("cuda"))
+    done: list[dict] = []
+
+    def on_rows(new: list[dict]) -> None:   # each batch size saved as soon as it is timed (the slow step)
+        done.extend(new)
+        args.save_partial({"device": device, "rows": list(done)})
+
+    rows = run(torch.device("cuda"), [(512, 512)], args.repeats, compile_=True, batches=(1, 16), cuda_graphs=True,
+               on_rows=on_rows)
     best = {n: max((r["fps"] for r in rows if r["batch"] == n and r["path"].startswith("bf16")), default=0.0)
             for n in GOALS}
-    return {"device": machine(torch.device("cuda")), "rows": rows,
+    return {"device": device, "rows": rows,
             "goals": {str(n): {"bf16_frames_per_s": round(best[n], 1), "goal": goal, "met": best[n] >= goal}
                       for n, goal in GOALS.items()},
             "ok": True}
@@ -157,7 +165,8 @@ def markdown(report: dict) -> str:
     lines = [f"# GPU check: {report['device']}", "", f"torch {report['torch']}, CUDA {report['cuda']}, "
              f"{report['seconds']:.0f} s in all", "", "| step | result | seconds |", "|---|---|---|"]
     for name, step in report["steps"].items():
-        result = {True: "passed", False: "FAILED", None: "skipped"}[step.get("ok")]
+        result = ("unfinished" if step.get("partial")
+                  else {True: "passed", False: "FAILED", None: "skipped"}[step.get("ok")])
         lines.append(f"| {name} | {result} | {step.get('seconds', '')} |")
     nudt = report["steps"].get("nudt", {})
     if nudt.get("runs"):
@@ -176,7 +185,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['batch']} | {r['path']} | {r['fps']:.0f} | {r['speedup']:.2f}x | {r['peak_gb']:.2f} | "
                          f"{r['max_abs_diff_T']:.1e} |")
         lines += [""] + [f"- batch {n}: best bf16 {g['bf16_frames_per_s']} frames/s, goal {g['goal']:.0f}: "
-                         f"{'met' if g['met'] else 'missed'}" for n, g in throughput["goals"].items()]
+                         f"{'met' if g['met'] else 'missed'}" for n, g in throughput.get("goals", {}).items()]
     return "\n".join(lines) + "\n"
 
 
@@ -197,9 +206,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     report = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(), "torch": torch.__version__,
               "cuda": torch.version.cuda, "steps": {}}
+    def save() -> None:     # after every step (and every throughput row set): a check stopped part-way keeps the rest
+        report["seconds"] = time.perf_counter() - start
+        write_json(args.out / "report.json", report)
+        atomic_write_text(args.out / "report.md", markdown(report))
+
     for name in args.steps:
         print(f"== {name}", flush=True)
         began = time.perf_counter()
+
+        def save_partial(result: dict, name: str = name, began: float = began) -> None:
+            report["steps"][name] = {**result, "ok": False, "partial": True,
+                                     "seconds": round(time.perf_counter() - began, 1)}
+            save()
+        args.save_partial = save_partial
         try:
             result = globals()[f"step_{name}"](args)
         except Exception as error:  # a failed step is reported with its traceback, and the next one still runs
@@ -209,9 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["steps"][name] = result
         print(f"   {'passed' if result.get('ok') else 'skipped' if result.get('ok') is None else 'FAILED'} "
               f"({result['seconds']} s)", flush=True)
-        report["seconds"] = time.perf_counter() - start
-        write_json(args.out / "report.json", report)    # after every step: a check stopped part-way keeps the rest
-        atomic_write_text(args.out / "report.md", markdown(report))
+        save()
     print(markdown(report))
     return 0 if all(step.get("ok") is not False for step in report["steps"].values()) else 1
 

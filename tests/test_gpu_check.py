@@ -1,4 +1,5 @@
-"""benchmarks/gpu_check.py on a machine without CUDA: one line and exit 2; its report rendering from a stored report."""
+"""benchmarks/gpu_check.py without CUDA: one line and exit 2; its report from a stored or a stopped run;
+bench_model.py stopped part-way."""
 import json
 import subprocess
 import sys
@@ -67,3 +68,30 @@ def test_bench_model_keeps_what_it_timed_when_stopped(tmp_path, monkeypatch, cap
     assert [(r["batch"], r["path"]) for r in saved] == [(1, "reference"), (1, "fp32"), (1, "bf16")]
     printed = capsys.readouterr().out
     assert "| cpu | 32x32 | 1 | fp32 |" in printed and "| cpu | 32x32 | 2 |" not in printed
+
+
+def test_stopped_check_keeps_finished_steps_and_throughput_rows(tmp_path, monkeypatch):
+    """gpu_check stopped inside its throughput step: report.json / .md hold the finished steps and the rows timed."""
+    from benchmarks import bench_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(gpu_check, "step_tests", lambda args: {"ok": True, "exit_code": 0})
+    row = {"device": "cuda", "size": "512x512", "batch": 1, "path": "bf16", "s_per_call": 0.002, "fps": 650.0,
+           "speedup": 3.0, "peak_gb": 1.0, "max_abs_diff_T": 0.0}
+
+    def first_batch_then_stop(*args, on_rows=None, **kwargs):
+        on_rows([row])
+        raise KeyboardInterrupt         # stands for the time limit, while batch 16 is being timed
+
+    monkeypatch.setattr(bench_model, "run", first_batch_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--steps", "tests", "throughput", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["steps"]["tests"]["ok"] is True
+    throughput = report["steps"]["throughput"]
+    assert throughput["partial"] and throughput["ok"] is False and throughput["rows"] == [row]
+    text = (tmp_path / "report.md").read_text()
+    assert "| tests | passed |" in text and "| throughput | unfinished |" in text
+    assert "| 1 | bf16 | 650 | 3.00x |" in text

@@ -184,7 +184,7 @@ _SIRSTV1_CPU = dict(dataset="SIRSTv1",
 # pasted targets, noise, mined false alarms, selected on every source's val split.
 _GENERAL = dict(_SIRSTV1_CPU, dataset="SIRSTv1",
                 sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2",   # half the crops from real video
-                video_every=30, video_val_every=30,    # ~2,000 training and 515 val frames of 196 + 49 videos
+                video_every=30, video_val_every=30,    # ~2,100 training and 515-533 val frames of 196 + 49 videos
                 target_prob=0.6,                       # more target crops: video crops are mostly background
                 copy_paste=0.3,                        # exact-mask targets on real clutter
                 noise_prob=0.3, noise_sigma=15.0,      # sigma up to 15 grey levels (the robustness test: 10)
@@ -228,11 +228,12 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                     "H200 (--device cuda)",
                     dict(_GENERAL,
                          batch_size=32,                       # 4x general_cpu's batch
-                         lr=5e-4, warmup_iters=300,           # lr 1e-3 (warm-up 200) collapsed to an empty map by epoch 5
+                         lr=5e-4, warmup_iters=300,           # a first try, lr 1e-3 after 200 warm-up steps (10
+                                                              # epochs): its raw weights predicted no target from epoch 5
                          steps_per_epoch=100, epochs=12, val_every=5,
                          ema_decay=0.999,
-                         workers=12,                          # crops, pastes and noise on 12 CPU processes
-                         hard_negatives=5, hard_negative_frames=600)),   # fp32 as general_cpu (the run ran so)
+                         workers=12)),                        # crops, pastes and noise on 12 CPU processes; fp32 (the
+                                                              # dtype of _SIRSTV1_CPU), as the run was made
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute
