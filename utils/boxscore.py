@@ -461,9 +461,10 @@ def read_review(path: str | Path) -> dict[tuple[str, int], list[tuple[float, flo
             raise BoxScoreError(f"{where}: verdict {row['verdict']!r} is not object, clutter or empty: fix the row")
         try:
             frame, x, y = int(row["frame"]), float(row["x"]), float(row["y"])
+            valid = bool(row["video"]) and frame >= 0 and math.isfinite(x) and math.isfinite(y)
         except ValueError:
-            frame, x = -1, math.nan
-        if not row["video"] or frame < 0 or not (math.isfinite(x) and math.isfinite(y)):
+            valid = False
+        if not valid:
             raise BoxScoreError(f"{where}: video, frame, x, y {row['video']!r}, {row['frame']!r}, {row['x']!r}, "
                                 f"{row['y']!r} are not a name, a 0-based frame and two finite numbers: fix the row")
         review.setdefault((row["video"], frame), []).append((x, y, verdict, row.get("note", "")))

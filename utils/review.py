@@ -178,9 +178,9 @@ def carry_verdicts(rows: list[dict], old: dict) -> tuple[int, int]:
     return n, left
 
 
-def check_target(path: Path, carry: Path | None) -> dict | None:
+def check_target(path: Path, is_carry: bool) -> dict | None:
     """Return the review already at path (None when there is none); ReviewError when it holds someone's verdicts
-    (and is not the --carry source) or is unreadable: a review is never overwritten."""
+    (and is not the --carry source, ``is_carry``) or is unreadable: a review is never overwritten."""
     if not path.exists():
         return None
     try:
@@ -189,7 +189,7 @@ def check_target(path: Path, carry: Path | None) -> dict | None:
     except BoxScoreError as error:
         raise ReviewError(f"{path} exists and is not a review this tool can read ({error}): move it away or choose "
                           "another --out") from None
-    if filled and (carry is None or carry.resolve() != path.resolve()):
+    if filled and not is_carry:
         raise ReviewError(f"{path} holds a filled-in review: pass it as --carry to keep its verdicts, or choose "
                           "another --out")
     return existing
@@ -284,10 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReviewError("--unreviewed-only needs --carry OLD.csv (the review whose verdicts are kept)")
         if out.exists() and not out.is_dir():
             raise ReviewError(f"--out {out} is a file: pass a folder")
-        existing = check_target(target, args.carry)
         carry_is_target = args.carry is not None and args.carry.resolve() == target.resolve()
-        old = existing if carry_is_target and existing is not None else \
-            read_review(args.carry) if args.carry is not None else None
+        existing = check_target(target, carry_is_target)
+        old = None
+        if args.carry is not None:     # the review at --out is read once; a missing --carry file gets read_review's line
+            old = existing if carry_is_target and existing is not None else read_review(args.carry)
         detections = read_detections(args.pred)
         check_review_threshold(args.threshold, detections)
         m = match(read_box_labels(args.boxes), detections)
