@@ -8,8 +8,8 @@ import pytest
 import cal_from_mask
 from tests.conftest import ROOT
 from utils.data.video import target_class
-from utils.boxscore import (CURVE_THRESHOLDS, BoxScoreError, inside_grown_box, read_box_labels, read_detections,
-                            score_boxes)
+from utils.boxscore import (CURVE_THRESHOLDS, BoxScoreError, format_box_table, inside_grown_box, read_box_labels,
+                            read_detections, score_boxes)
 
 # Edge-coordinate box (10, 20, 4, 3) grown by 2 px: x in [8, 16], y in [18, 25]; a centre-coordinate
 # centroid is inside when 7.5 <= cx <= 15.5 and 17.5 <= cy <= 24.5.
@@ -189,6 +189,26 @@ def test_map_of_wrong_size_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- command line
+
+
+def test_pd_by_box_size(tmp_path):
+    # longer sides 8, 15.9, 16 (edge: 16-32), 31.9, 32 (edge: >= 32) and 60 px; an absent frame has no size
+    boxes = [(10.0, 10.0, 8.0, 4.0), (10.0, 10.0, 3.0, 15.9), (10.0, 10.0, 16.0, 16.0), (10.0, 10.0, 31.9, 2.0),
+             (10.0, 10.0, 32.0, 5.0), (10.0, 10.0, 60.0, 40.0), None]
+    labels = write_labels(tmp_path / "labels.csv", [("IR_HELICOPTER_001", k, box) for k, box in enumerate(boxes)])
+    inside = (13.0, 12.0, 0.9)   # inside every box above
+    found = {0: [inside], 2: [inside], 4: [inside], 6: [inside]}   # frame 6: absent, a false alarm
+    pred = write_predictions(tmp_path / "pred", {("IR_HELICOPTER_001", k): found.get(k, []) for k in range(7)})
+    report = score_boxes(read_box_labels(labels), read_detections(pred))
+    assert report["per_size"] == {"< 16 px": {"pd": 0.5, "n_targets": 2, "n_detected": 1},
+                                  "16-32 px": {"pd": 0.5, "n_targets": 2, "n_detected": 1},
+                                  ">= 32 px": {"pd": 0.5, "n_targets": 2, "n_detected": 1}}
+    assert report["pd"] == 0.5 and report["n_false_alarms"] == 1
+    assert "16-32 px 50.00 % (1 of 2)" in format_box_table(report)
+    bird = write_labels(tmp_path / "bird.csv", [("IR_BIRD_001", 0, (1.0, 1.0, 4.0, 4.0))])   # no large target
+    empty = score_boxes(read_box_labels(bird), read_detections(write_predictions(tmp_path / "p2", {
+        ("IR_BIRD_001", 0): []})))["per_size"][">= 32 px"]
+    assert empty == {"pd": None, "n_targets": 0, "n_detected": 0}
 
 
 def test_cli_end_to_end(case, tmp_path, capsys):

@@ -34,6 +34,9 @@ Rules
   alarms / scored frames; frames_with_fa = fraction of scored frames with >= 1 false alarm;
   absent_frames_with_fa = the same over target-absent frames; n_frames, n_targets,
   n_absent_frames and the raw counts. A fraction with a zero denominator is null.
+- Pd by target size (``per_size``): the labelled targets grouped by the longer side of their
+  box as labelled (before growing), < 16 px, 16-32 px and >= 32 px, each with its Pd, targets
+  and detected targets. False alarms have no target size and are not split.
 - Curve over t = 0.05, 0.10, ..., 0.95: from the maps when every scored frame has one (8-connected
   components of the pixels with 8-bit value v >= ceil(255 t), i.e. v / 255 >= t, via
   utils.metrics.find_components; centroid rule as above), otherwise from the detections'
@@ -72,6 +75,8 @@ CURVE_SOURCES = ("auto", "maps", "peaks")
 LABEL_COLUMNS = ("video", "frame", "x", "y", "w", "h")
 N_NAMED = 10  # names listed for unmatched frames before the count
 MAP_CHUNK = 64  # maps read ahead at a time (bounds memory)
+SIZE_EDGES_PX = (16.0, 32.0)  # per_size groups: longer box side < 16, 16 <= side < 32, >= 32 px
+SIZE_NAMES = ("< 16 px", "16-32 px", ">= 32 px")
 REVIEW_COLUMNS = ("id", "video", "frame", "x", "y", "peak_prob", "absent", "verdict", "note")
 VERDICTS = ("object", "clutter", "")  # object: a real object the labels do not box; "": not reviewed
 REVIEW_RADIUS_PX = 3.0  # a false alarm is the reviewed one when its centroid lies this close, same frame
@@ -347,6 +352,17 @@ def _by_class(classes: np.ndarray, has_target: np.ndarray, detected: np.ndarray,
             for c in sorted(set(classes.tolist()))}
 
 
+def _by_size(boxes: np.ndarray, has_target: np.ndarray, detected: np.ndarray) -> dict:
+    """Return {size group: {"pd", "n_targets", "n_detected"}} over the target frames, grouped by the longer side of
+    the label box (SIZE_EDGES_PX); every group is listed, an empty one with pd None."""
+    longer = np.fmax(boxes[has_target, 2], boxes[has_target, 3])
+    group = np.digitize(longer, SIZE_EDGES_PX)   # 0: < 16, 1: [16, 32), 2: >= 32
+    found = np.asarray(detected, bool)[has_target]
+    return {name: {"pd": _ratio(int(found[group == k].sum()), int((group == k).sum())),
+                   "n_targets": int((group == k).sum()), "n_detected": int(found[group == k].sum())}
+            for k, name in enumerate(SIZE_NAMES)}
+
+
 def _curve(source: str, thresholds: np.ndarray, classes: np.ndarray, has_target: np.ndarray,
            detected: np.ndarray, n_fa: np.ndarray, min_threshold: float) -> dict:
     """Return the curve dict: thresholds, pd, fa_per_frame, frames_with_fa per threshold, overall and per class."""
@@ -589,6 +605,7 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
                      f"{', '.join(detections.errors[:N_NAMED])}")
     report = {**summarise(has_target, detected, n_fa), "threshold": float(threshold), "main_source": main_source,
               "per_class": _by_class(classes, has_target, detected, n_fa),
+              "per_size": _by_size(boxes, has_target, detected),
               "curve": _curve("maps" if use_maps else "peaks", thresholds, classes, has_target, det_curve, fa_curve,
                               detections.min_threshold),
               "unlabelled_frames": _named(unlabelled), "unpredicted_labels": _named(unpredicted),
@@ -659,6 +676,9 @@ def format_box_table(report: dict) -> str:
              f"the label box grown by {report['grow_px']:g} px; {report['videos_scored']} video(s) scored, "
              f"{report['videos_skipped']} labelled video(s) not in the predictions")
     lines = [title, *_table_lines(report)]
+    if "per_size" in report:
+        lines.append("Pd by label box size (longer side): " + ", ".join(
+            f"{name} {_pct(g['pd'])} ({g['n_detected']} of {g['n_targets']})" for name, g in report["per_size"].items()))
     apart = report.get("counted_apart")
     if apart is not None:
         source = f" ({apart['review']})" if apart.get("review") else ""
