@@ -35,7 +35,7 @@ Rules
   absent_frames_with_fa = the same over target-absent frames; n_frames, n_targets,
   n_absent_frames and the raw counts. A fraction with a zero denominator is null.
 - Pd by target size (``per_size``): the labelled targets grouped by the longer side of their
-  box as labelled (before growing), < 16 px, 16-32 px and >= 32 px, each with its Pd, targets
+  box as labelled (before growing), < 16 px, 16 to < 32 px ("16-32 px") and >= 32 px, each with its Pd, targets
   and detected targets. False alarms have no target size and are not split.
 - Curve over t = 0.05, 0.10, ..., 0.95: from the maps when every scored frame has one (8-connected
   components of the pixels with 8-bit value v >= ceil(255 t), i.e. v / 255 >= t, via
@@ -540,7 +540,8 @@ def _counted_apart(m: Matched, review: dict, threshold: float, detected: np.ndar
 def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detections,
                 threshold: float = DEFAULT_THRESHOLD, curve: str = "auto", workers: int = 2,
                 review: dict | None = None) -> dict:
-    """Return the report: overall METRIC_KEYS (fractions, per frame), per_class, curve, unmatched frames and notes.
+    """Return the report: overall METRIC_KEYS (fractions, per frame), per_class, per_size, curve, unmatched frames
+    and notes.
 
     ``review`` (``read_review``) adds "counted_apart": the metrics without the false alarms reviewed as "object".
 
@@ -670,8 +671,8 @@ def _table_lines(report: dict) -> list[str]:
 
 
 def format_box_table(report: dict) -> str:
-    """Return the per-class and overall metrics as a text table (fractions in %, false alarms per frame), and the
-    counted-apart table when a review was applied."""
+    """Return the per-class and overall metrics as a text table (fractions in %, false alarms per frame), a line of
+    Pd by target size, and the counted-apart table when a review was applied."""
     title = (f"box scoring: peak_prob >= {report['threshold']:g} (from {report['main_source']}), centroid inside "
              f"the label box grown by {report['grow_px']:g} px; {report['videos_scored']} video(s) scored, "
              f"{report['videos_skipped']} labelled video(s) not in the predictions")

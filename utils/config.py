@@ -222,7 +222,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                         init="checkpoints/lrrnet_sirst_v1.pt",   # keep SIRST v1's accuracy, add real negatives
                         lr=1e-4, warmup_iters=20,                 # a fifth of a from-scratch lr: refine
                         steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
-                        video_val_every=60,                       # 257 val frames: 2 min a validation here
+                        video_val_every=60,                       # 288 val frames: 2 min a validation here
                         hard_negatives=3, hard_negative_frames=300)),
     "general_gpu": ("general_cpu's mix from scratch on one GPU: 12 epochs of 100 batches of 32, 3.5 min on an "
                     "H200 (--device cuda)",
