@@ -21,7 +21,8 @@ without one (another tool's predictions) is scored with a warning that it cannot
 
 Box mode (``--boxes``, instead of ``--data-root``): scores the video inference's PRED/detections.json
 against box labels at target level (Pd, false alarms per frame, frames with a false alarm, per class;
-Pd by target size; the rules: utils/boxscore.py). Writes OUT/box_metrics.json (or --json FILE) and OUT/pd_fa_curve.png.
+Pd by target size; the rules: utils/boxscore.py). Writes OUT/box_metrics.json (or --json FILE) and
+OUT/pd_fa_curve.png.
 ``--reviewed FALSE_ALARMS.csv`` (a review made with ``python -m utils.review``) adds the scores without the
 false alarms that the review marks as real but unlabelled objects, beside the unchanged ones.
 """

@@ -139,7 +139,6 @@ def row_lines(rows: list[dict]) -> str:
                      for r in rows)
 
 
-
 def machine(device: torch.device) -> str:
     """Return a one-line description of the machine."""
     if device.type == "cuda":

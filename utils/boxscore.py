@@ -35,8 +35,8 @@ Rules
   absent_frames_with_fa = the same over target-absent frames; n_frames, n_targets,
   n_absent_frames and the raw counts. A fraction with a zero denominator is null.
 - Pd by target size (``per_size``): the labelled targets grouped by the longer side of their
-  box as labelled (before growing), < 16 px, 16 to < 32 px ("16-32 px") and >= 32 px, each with its Pd, targets
-  and detected targets. False alarms have no target size and are not split.
+  box as labelled (before growing), < 16 px, 16 to < 32 px ("16-32 px") and >= 32 px, each
+  with its Pd, targets and detected targets. False alarms have no target size and are not split.
 - Curve over t = 0.05, 0.10, ..., 0.95: from the maps when every scored frame has one (8-connected
   components of the pixels with 8-bit value v >= ceil(255 t), i.e. v / 255 >= t, via
   utils.metrics.find_components; centroid rule as above), otherwise from the detections'
@@ -355,12 +355,11 @@ def _by_class(classes: np.ndarray, has_target: np.ndarray, detected: np.ndarray,
 def _by_size(boxes: np.ndarray, has_target: np.ndarray, detected: np.ndarray) -> dict:
     """Return {size group: {"pd", "n_targets", "n_detected"}} over the target frames, grouped by the longer side of
     the label box (SIZE_EDGES_PX); every group is listed, an empty one with pd None."""
-    longer = np.fmax(boxes[has_target, 2], boxes[has_target, 3])
-    group = np.digitize(longer, SIZE_EDGES_PX)   # 0: < 16, 1: [16, 32), 2: >= 32
-    found = np.asarray(detected, bool)[has_target]
-    return {name: {"pd": _ratio(int(found[group == k].sum()), int((group == k).sum())),
-                   "n_targets": int((group == k).sum()), "n_detected": int(found[group == k].sum())}
-            for k, name in enumerate(SIZE_NAMES)}
+    group = np.digitize(np.fmax(boxes[has_target, 2], boxes[has_target, 3]), SIZE_EDGES_PX)   # 0: < 16, 1: [16, 32)
+    n_targets = np.bincount(group, minlength=len(SIZE_NAMES))
+    n_detected = np.bincount(group, weights=np.asarray(detected, bool)[has_target], minlength=len(SIZE_NAMES))
+    return {name: {"pd": _ratio(int(d), int(n)), "n_targets": int(n), "n_detected": int(d)}
+            for name, n, d in zip(SIZE_NAMES, n_targets, n_detected)}
 
 
 def _curve(source: str, thresholds: np.ndarray, classes: np.ndarray, has_target: np.ndarray,
@@ -677,9 +676,8 @@ def format_box_table(report: dict) -> str:
              f"the label box grown by {report['grow_px']:g} px; {report['videos_scored']} video(s) scored, "
              f"{report['videos_skipped']} labelled video(s) not in the predictions")
     lines = [title, *_table_lines(report)]
-    if "per_size" in report:
-        lines.append("Pd by label box size (longer side): " + ", ".join(
-            f"{name} {_pct(g['pd'])} ({g['n_detected']} of {g['n_targets']})" for name, g in report["per_size"].items()))
+    lines.append("Pd by label box size (longer side): " + ", ".join(
+        f"{name} {_pct(g['pd'])} ({g['n_detected']} of {g['n_targets']})" for name, g in report["per_size"].items()))
     apart = report.get("counted_apart")
     if apart is not None:
         source = f" ({apart['review']})" if apart.get("review") else ""
