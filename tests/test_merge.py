@@ -1,0 +1,63 @@
+"""utils.merge: into + scale * (add - base), weight by weight, written as a checkpoint the project reads."""
+import torch
+
+from models import CheckpointError, load_model
+from models.load import load_checkpoint
+from tests.conftest import random_checkpoint
+from utils.files import file_sha256
+from utils.merge import main, task_arithmetic
+
+SMALL = dict(width_mults=(1, 2), blocks_per_level=1)  # two levels: fast to build and save
+
+
+def test_task_arithmetic_known_answer():
+    into = {"w": torch.tensor([1.0, 2.0]), "steps": torch.tensor([7])}
+    add = {"w": torch.tensor([3.0, 0.0]), "steps": torch.tensor([9])}
+    base = {"w": torch.tensor([2.0, 4.0]), "steps": torch.tensor([5])}
+    out = task_arithmetic(into, add, base, 0.5)
+    assert torch.equal(out["w"], torch.tensor([1.5, 0.0]))   # 1 + 0.5 (3 - 2), 2 + 0.5 (0 - 4)
+    assert torch.equal(out["steps"], torch.tensor([7]))      # integers: into's
+
+
+def test_task_arithmetic_refuses_other_networks():
+    into = {"w": torch.zeros(2)}
+    try:
+        task_arithmetic(into, {"w": torch.zeros(3)}, into, 1.0)
+    except CheckpointError as error:
+        assert "--add's w is (3,)" in str(error)
+    else:
+        raise AssertionError("a shape mismatch was accepted")
+    try:
+        task_arithmetic(into, into, {"v": torch.zeros(2)}, 1.0)
+    except CheckpointError as error:
+        assert "--base does not hold" in str(error)
+    else:
+        raise AssertionError("a name mismatch was accepted")
+
+
+def test_cli_writes_a_loadable_checkpoint_with_its_recipe(tmp_path, capsys):
+    paths = [random_checkpoint(tmp_path / f"{name}.pt", seed=i, **SMALL) for i, name in enumerate(("into", "add", "base"))]
+    out = tmp_path / "merged.pt"
+    assert main(["--into", str(paths[0]), "--add", str(paths[1]), "--base", str(paths[2]), "--scale", "0.25",
+                 "--out", str(out)]) == 0
+    states = [load_model(p)[0].state_dict() for p in paths]
+    merged, _ = load_model(out)
+    for name, value in merged.state_dict().items():
+        want = states[0][name] + 0.25 * (states[1][name] - states[2][name])
+        torch.testing.assert_close(value, want, rtol=0, atol=0)
+    recipe = load_checkpoint(out)["merge"]
+    assert recipe["scale"] == 0.25 and recipe["add"]["sha256"] == file_sha256(paths[1])
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_names_the_file_that_does_not_fit(tmp_path, capsys):
+    into = random_checkpoint(tmp_path / "into.pt", **SMALL)
+    other = random_checkpoint(tmp_path / "other.pt", width_mults=(1, 2, 4), blocks_per_level=1)
+    out = tmp_path / "merged.pt"
+    assert main(["--into", str(into), "--add", str(other), "--base", str(into), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --add") and len(err.splitlines()) == 1
+    assert main(["--into", str(into), "--add", str(tmp_path / "nope.pt"), "--base", str(into), "--out", str(out)]) == 2
+    assert "nope.pt does not exist" in capsys.readouterr().err
+    assert not out.exists()

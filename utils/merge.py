@@ -1,0 +1,93 @@
+"""Add what one fine-tuning taught to another checkpoint, in weight space (task arithmetic).
+
+    python -m utils.merge --into checkpoints/lrrnet_general.pt --add checkpoints/lrrnet_nudt_sirst.pt \\
+        --base stage1.pt --scale 0.5 --out runs/merged.pt
+
+Every weight becomes ``into + scale * (add - base)``: ``add - base`` is what fine-tuning ``base``
+into ``add`` changed (a "task vector", Ilharco et al., *Editing models with task arithmetic*,
+ICLR 2023), and ``scale`` says how much of it to add. It is meant for checkpoints that descend
+from the same ``base``: here the general and NUDT-SIRST checkpoints both descend from SIRST v1
+stage 1 (``git show 010964d:checkpoints/lrrnet_sirst_v1.pt > stage1.pt``). Between unrelated
+networks the sum means nothing; the tool cannot tell, so it is the user's to know.
+
+Integer tensors (none in LRRNet today) are taken from ``into``. The output is a checkpoint that
+``load_model``, ``inference.py`` and ``run_configs.py --init`` read; it records the three files
+(path and SHA-256) and the scale under ``"merge"``, keeps ``into``'s network and config, and drops
+what belonged to ``into``'s weights alone (its verifier, val and test scores). It is written
+atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from models.load import CheckpointError, load_checkpoint, load_model
+from utils.checkpoint import FORMAT_VERSION, atomic_save
+from utils.cli import fail, finite_float
+from utils.files import file_sha256
+
+KEPT_KEYS = ("model_name", "model_hparams", "config")  # of --into; the rest described its own weights
+
+
+def task_arithmetic(into: dict[str, torch.Tensor], add: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
+                    scale: float) -> dict[str, torch.Tensor]:
+    """Return into + scale * (add - base) for every floating-point tensor, into's tensor for the others.
+
+    The three state_dicts must hold the same names with the same shapes (CheckpointError otherwise).
+    """
+    for name, other in (("--add", add), ("--base", base)):
+        if other.keys() != into.keys():
+            missing, extra = sorted(into.keys() - other.keys()), sorted(other.keys() - into.keys())
+            raise CheckpointError(f"{name} does not hold --into's weights (missing {missing[:3]}, extra "
+                                  f"{extra[:3]}): pass checkpoints of the same network")
+        bad = [k for k in into if other[k].shape != into[k].shape]
+        if bad:
+            raise CheckpointError(f"{name}'s {bad[0]} is {tuple(other[bad[0]].shape)}, --into's "
+                                  f"{tuple(into[bad[0]].shape)}: pass checkpoints of the same network")
+    return {k: into[k] + scale * (add[k].to(into[k].dtype) - base[k].to(into[k].dtype))
+            if into[k].is_floating_point() else into[k].clone() for k in into}
+
+
+def merge(into: Path, add: Path, base: Path, scale: float) -> dict:
+    """Return the merged checkpoint dict (weights, into's network and config, the recipe under "merge")."""
+    states = {name: load_model(path)[0].state_dict() for name, path in (("into", into), ("add", add), ("base", base))}
+    meta = load_checkpoint(into)
+    out = {k: meta[k] for k in KEPT_KEYS if k in meta}
+    out.setdefault("model_name", "LRRNet")
+    out["model"] = task_arithmetic(states["into"], states["add"], states["base"], scale)
+    out["format_version"] = FORMAT_VERSION
+    out["merge"] = {"rule": "into + scale * (add - base)", "scale": scale,
+                    **{name: {"path": str(path), "sha256": file_sha256(path)}
+                       for name, path in (("into", into), ("add", add), ("base", base))}}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write --into + --scale * (--add - --base) to --out; return 0, or 2 with a one-line error."""
+    parser = argparse.ArgumentParser(description="Task arithmetic: write INTO + SCALE * (ADD - BASE), weight by "
+                                                 "weight, as a checkpoint (for checkpoints that share BASE).")
+    parser.add_argument("--into", type=Path, required=True, help="the checkpoint to add to (its network and config "
+                                                                 "are kept)")
+    parser.add_argument("--add", type=Path, required=True, help="a checkpoint fine-tuned from --base")
+    parser.add_argument("--base", type=Path, required=True, help="the checkpoint --add was fine-tuned from")
+    parser.add_argument("--scale", type=finite_float, default=1.0, help="how much of add - base to add (default 1)")
+    parser.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    args = parser.parse_args(argv)
+    try:
+        out = merge(args.into, args.add, args.base, args.scale)
+        atomic_save(out, args.out)
+    except CheckpointError as error:
+        return fail(str(error))
+    except OSError as error:
+        return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")
+    print(f"wrote {args.out}: {args.into} + {args.scale:g} x ({args.add} - {args.base}), "
+          f"{len(out['model'])} tensors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
