@@ -1,13 +1,13 @@
 """Add what one fine-tuning taught to another checkpoint, in weight space (task arithmetic).
 
     python -m utils.merge --into checkpoints/lrrnet_general.pt --add checkpoints/lrrnet_nudt_sirst.pt \\
-        --base stage1.pt --scale 0.5 --out runs/merged.pt
+        --base sirst_stage1.pt --scale 0.5 --out runs/merged.pt
 
 Every weight becomes ``into + scale * (add - base)``: ``add - base`` is what fine-tuning ``base``
 into ``add`` changed (a "task vector", Ilharco et al., *Editing models with task arithmetic*,
 ICLR 2023), and ``scale`` says how much of it to add. It is meant for checkpoints that descend
 from the same ``base``: here the general and NUDT-SIRST checkpoints both descend from SIRST v1
-stage 1 (``git show 010964d:checkpoints/lrrnet_sirst_v1.pt > stage1.pt``). Between unrelated
+stage 1 (``git show 010964d:checkpoints/lrrnet_sirst_v1.pt > sirst_stage1.pt``). Between unrelated
 networks the sum means nothing; the tool cannot tell, so it is the user's to know.
 
 Integer tensors (none in LRRNet today) are taken from ``into``. The output is a checkpoint that
