@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from models.load import CheckpointError, load_checkpoint, load_model
+from models.load import CheckpointError, load_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save
 from utils.cli import fail, finite_float
 from utils.files import file_sha256
@@ -54,8 +54,9 @@ def task_arithmetic(into: dict[str, torch.Tensor], add: dict[str, torch.Tensor],
 
 def merge(into: Path, add: Path, base: Path, scale: float) -> dict:
     """Return the merged checkpoint dict (weights, into's network and config, the recipe under "merge")."""
-    states = {name: load_model(path)[0].state_dict() for name, path in (("into", into), ("add", add), ("base", base))}
-    meta = load_checkpoint(into)
+    loaded = {name: load_model(path) for name, path in (("into", into), ("add", add), ("base", base))}
+    states = {name: net.state_dict() for name, (net, _) in loaded.items()}
+    meta = loaded["into"][1]   # each file is read once
     out = {k: meta[k] for k in KEPT_KEYS if k in meta}
     out.setdefault("model_name", "LRRNet")
     out["model"] = task_arithmetic(states["into"], states["add"], states["base"], scale)
