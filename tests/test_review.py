@@ -244,3 +244,33 @@ def test_review_of_what_the_verifier_removed():
     assert f"of the {len(removed)} false alarms it takes away" in readme and f"finds {n_clutter} clutter" in readme
     assert f"{len(rows) - n_objects} are clutter and {n_objects} objects" in readme
     assert f"{0.259:.3f}" == f"{(len(rows) - n_objects) / 1541:.3f}" and "| 95.74 % | 0.259 |" in readme
+
+
+def test_review_of_the_shipped_v2_checkpoint():
+    """docs/review ..._v2*.csv: v2's false alarms with and without its verifier, every one with a verdict and a note;
+    the verifier only removes detections, so the kept ones are rows of the LRRNet-alone review with the same verdict;
+    the README's counts and counted-apart rows follow from the files."""
+    from tests.conftest import ROOT
+
+    def rows_of(name):
+        return list(csv.DictReader(open(ROOT / "docs" / "review" / name, encoding="utf-8")))
+
+    pair, alone = rows_of("ir_drone_video_val_general_v2.csv"), rows_of("ir_drone_video_val_general_v2_noverify.csv")
+    assert all(r["verdict"] in ("object", "clutter") and r["note"] for r in pair + alone)
+    key = lambda r: (r["video"], r["frame"], r["x"], r["y"])   # noqa: E731
+    verdict = {key(r): r["verdict"] for r in alone}
+    assert all(verdict.get(key(r)) == r["verdict"] for r in pair)
+    n_objects = sum(r["verdict"] == "object" for r in alone)
+    n_kept_objects = sum(r["verdict"] == "object" for r in pair)
+    n_clutter, n_kept_clutter = len(alone) - n_objects, len(pair) - n_kept_objects
+    assert (len(alone), n_clutter, n_objects, len(pair), n_kept_objects) == (451, 330, 121, 182, 120)
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"Of the {len(alone)}, {n_clutter} are clutter and {n_objects} objects" in readme
+    assert f"removes {round(100 * (1 - n_kept_clutter / n_clutter))} % of the clutter and keeps {n_kept_objects} of the {n_objects}" in readme
+    assert f"{n_kept_objects} objects, {n_kept_clutter} clutter" in readme
+    # counted apart: what is left is the clutter, over the 1,541 scored frames and their 63 target-absent ones
+    for rows, pd in ((pair, "94.38 %"), (alone, "95.40 %")):
+        clutter = [r for r in rows if r["verdict"] == "clutter"]
+        frames = len({(r["video"], r["frame"]) for r in clutter}) / 1541
+        absent = len({(r["video"], r["frame"]) for r in clutter if r["absent"] == "1"}) / 63
+        assert f"| {pd} | {len(clutter) / 1541:.3f} | {100 * frames:.1f} % | {100 * absent:.1f} % |" in readme
