@@ -61,3 +61,44 @@ def test_cli_names_the_file_that_does_not_fit(tmp_path, capsys):
     assert main(["--into", str(into), "--add", str(tmp_path / "nope.pt"), "--base", str(into), "--out", str(out)]) == 2
     assert "nope.pt does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_score_stores_what_the_written_weights_score(tmp_path, capsys):
+    """--score: the merged weights are scored on the config's val and test splits before writing; the stored scores are
+    what evaluating the written file on those splits gives, and the even average (--base = --into) is 0.5 A + 0.5 B."""
+    from utils.config import build
+    from utils.engine import evaluate, plain
+    from utils.synthetic import write_dataset
+    from utils.train_setup import eval_sets
+
+    root = write_dataset(tmp_path / "data", n_trainval=6, n_test=3, size=(64, 64), seed=3)
+    a, b = (random_checkpoint(tmp_path / f"{name}.pt", seed=i, **SMALL) for i, name in enumerate("ab"))
+    out = tmp_path / "soup.pt"
+    assert main(["--into", str(a), "--add", str(b), "--base", str(a), "--scale", "0.5", "--out", str(out),
+                 "--score", "sirstv1_cpu", "--data-root", str(root), "--device", "cpu"]) == 0
+    assert "sirstv1_cpu: val score" in capsys.readouterr().out
+    soup, meta = load_model(out)
+    for name, value in soup.state_dict().items():
+        want = 0.5 * load_model(a)[0].state_dict()[name] + 0.5 * load_model(b)[0].state_dict()[name]
+        torch.testing.assert_close(value, want, rtol=1e-6, atol=1e-7)
+    val_set, test_set, sources = eval_sets(build("sirstv1_cpu", {"data_root": str(root)}))
+    assert sources == () and len(test_set) == 3 and meta["summary"]["n_test"] == 3
+    best = meta["summary"]["best"]
+    assert best["test"] == plain(evaluate(soup, test_set, torch.device("cpu")).compute())
+    val = plain(evaluate(soup, val_set, torch.device("cpu")).compute())
+    assert best["val"] == {**val, "score": val["iou"]} and meta["val"]["selected_score"] == val["iou"]
+    assert meta["summary"]["config"] == "sirstv1_cpu" and best["weights"] == "merge"
+
+
+def test_score_refuses_bad_configs_and_data_before_any_work(tmp_path, capsys):
+    a = random_checkpoint(tmp_path / "a.pt", **SMALL)
+    out = tmp_path / "soup.pt"
+    args = ["--into", str(a), "--add", str(a), "--base", str(a), "--out", str(out), "--score"]
+    for extra, words in ((["synthetic"], "generates its frames"),
+                         (["sirstv1_cpu", "--data-root", str(tmp_path / "missing")], "missing"),
+                         (["general_ft", "--data-root", str(tmp_path)], "drop --data-root"),
+                         (["no_such_config"], "no_such_config")):
+        assert main(args + extra) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1 and words in err, (extra, err)
+        assert not out.exists()

@@ -255,16 +255,22 @@ def selection_score(per_source: dict[str, dict]) -> float:
 
 def score_val(net: nn.Module, run: Run) -> dict:
     """Return val scores of one set of weights: the (first source's) pixel metrics, per-source scores and "score"."""
-    if not run.val_sources:
-        scores = plain(evaluate(net, run.val_set, run.device, run.rank, run.world, run.dtype).compute())
+    return score_sets(net, run.val_set, run.val_sources, run.device, run.rank, run.world, run.dtype)
+
+
+def score_sets(net: nn.Module, val_set: IRSTDDataset, val_sources: tuple, device: torch.device, rank: int = 0,
+               world: int = 1, dtype: torch.dtype = torch.float32) -> dict:
+    """Return score_val's dict for val_set, or for each (name, val) of val_sources when there are several sources."""
+    if not val_sources:
+        scores = plain(evaluate(net, val_set, device, rank, world, dtype).compute())
         return {**scores, "score": scores["iou"]}
     per_source = {}
-    for name, dataset in run.val_sources:
+    for name, dataset in val_sources:
         if isinstance(dataset, VideoFrameDataset):
-            per_source[name] = evaluate_boxes(net, dataset, run.device, run.rank, run.world, run.dtype)
+            per_source[name] = evaluate_boxes(net, dataset, device, rank, world, dtype)
         else:
-            per_source[name] = plain(evaluate(net, dataset, run.device, run.rank, run.world, run.dtype).compute())
-    first = per_source[run.val_sources[0][0]]
+            per_source[name] = plain(evaluate(net, dataset, device, rank, world, dtype).compute())
+    first = per_source[val_sources[0][0]]
     return {**first, "sources": per_source, "score": selection_score(per_source)}
 
 

@@ -15,6 +15,12 @@ Integer tensors (none in LRRNet today) are taken from ``into``. The output is a 
 (path and SHA-256) and the scale under ``"merge"``, keeps ``into``'s network and config, and drops
 what belonged to ``into``'s weights alone (its verifier, val and test scores). It is written
 atomically.
+
+An even weight average of two checkpoints (a "model soup") is ``--into A --add B --base A --scale 0.5``.
+``--score CONFIG`` then scores the merged LRRNet on that named config's val split(s) (every source's
+val and the selection score for a ``--sources`` config) and its test split, before writing, and stores
+them as an exported run stores its own: ``val`` and ``summary["best"]`` (``--data-root`` for a config
+of one dataset). ``general_ft``'s val holds video frames: several minutes on a CPU.
 """
 from __future__ import annotations
 
@@ -25,10 +31,17 @@ from typing import Sequence
 
 import torch
 
+import copy
+
 from models.load import CheckpointError, load_model
-from utils.checkpoint import FORMAT_VERSION, atomic_save
-from utils.cli import fail, finite_float
+from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision
+from utils.cli import add_device, fail, finite_float
+from utils.config import ConfigError, build
+from utils.data import DataError
+from utils.engine import evaluate, plain, score_sets
 from utils.files import file_sha256
+from utils.runtime import select_device
+from utils.train_setup import eval_sets
 
 KEPT_KEYS = ("model_name", "model_hparams", "config")  # of --into; the rest described its own weights
 
@@ -52,8 +65,12 @@ def task_arithmetic(into: dict[str, torch.Tensor], add: dict[str, torch.Tensor],
             if into[k].is_floating_point() else into[k].clone() for k in into}
 
 
-def merge(into: Path, add: Path, base: Path, scale: float) -> dict:
-    """Return the merged checkpoint dict (weights, into's network and config, the recipe under "merge")."""
+def merge(into: Path, add: Path, base: Path, scale: float, score: tuple | None = None) -> dict:
+    """Return the merged checkpoint dict (weights, into's network and config, the recipe under "merge").
+
+    score: (config name, its val set, test set, per-source val sets, device) from eval_sets: the merged weights are
+    then scored on them and the result stored under "val" and "summary", as utils.checkpoint.export stores a run's.
+    """
     loaded = {name: load_model(path) for name, path in (("into", into), ("add", add), ("base", base))}
     states = {name: net.state_dict() for name, (net, _) in loaded.items()}
     meta = loaded["into"][1]   # each file is read once
@@ -64,7 +81,22 @@ def merge(into: Path, add: Path, base: Path, scale: float) -> dict:
     out["merge"] = {"rule": "into + scale * (add - base)", "scale": scale,
                     **{name: {"path": str(path), "sha256": file_sha256(path)}
                        for name, path in (("into", into), ("add", add), ("base", base))}}
+    if score is not None:
+        net = copy.deepcopy(loaded["into"][0])   # a copy: states["into"] shares its tensors with into's network
+        net.load_state_dict(out["model"])
+        out.update(scored(net, *score))
     return out
+
+
+def scored(net: torch.nn.Module, config: str, val_set, test_set, val_sources: tuple, device: torch.device) -> dict:
+    """Return {"val": ..., "summary": ...} for net scored on a config's val split(s) and test split."""
+    net = net.to(device).eval()
+    val = score_sets(net, val_set, val_sources, device)
+    test = plain(evaluate(net, test_set, device, progress=True).compute())
+    best = {"epoch": None, "weights": "merge", "val": val, "test": test}
+    return {"val": {"selected": "merge", "selected_score": val["score"], "merge": val},
+            "summary": {"config": config, "n_test": len(test_set), "code_revision": code_revision(),
+                        "world_size": 1, "best": best}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,16 +109,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, required=True, help="the checkpoint --add was fine-tuned from")
     parser.add_argument("--scale", type=finite_float, default=1.0, help="how much of add - base to add (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    parser.add_argument("--score", metavar="CONFIG", default=None,
+                        help="score the merged LRRNet on this named config's val split(s) and test split and store "
+                             "the scores in the checkpoint (as an exported run has them)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="with --score and a config of one dataset: its folder (default: the config's)")
+    add_device(parser)
     args = parser.parse_args(argv)
     try:
-        out = merge(args.into, args.add, args.base, args.scale)
+        score = None
+        if args.score is not None:     # the data is read and checked before any work
+            cfg = build(args.score, {"data_root": str(args.data_root)} if args.data_root else None)
+            if args.data_root is not None and cfg.sources:
+                raise ConfigError(f"--data-root does not apply to config {args.score!r}: it reads its --sources "
+                                  f"({cfg.sources}); drop --data-root")
+            score = (args.score, *eval_sets(cfg), select_device(args.device))
+        out = merge(args.into, args.add, args.base, args.scale, score)
         atomic_save(out, args.out)
-    except CheckpointError as error:
+    except (CheckpointError, ConfigError, DataError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")
     print(f"wrote {args.out}: {args.into} + {args.scale:g} x ({args.add} - {args.base}), "
           f"{len(out['model'])} tensors")
+    if "summary" in out:
+        val, test = out["summary"]["best"]["val"], out["summary"]["best"]["test"]
+        print(f"{args.score}: val score {val['score']:.4f}; test IoU {100 * test['iou']:.2f}, Pd {100 * test['pd']:.2f}, "
+              f"Fa {1e6 * test['fa']:.2f} x 1e-6 ({out['summary']['n_test']} frames)")
     return 0
 
 

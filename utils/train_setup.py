@@ -267,6 +267,41 @@ def train_transform(cfg: TrainConfig) -> TrainTransform:
                           rot90=cfg.rot90, base_size=cfg.base_size or None)
 
 
+def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, bool]]:
+    """Return (name, weight, root, is a video root) for each --sources entry; the first must have pixel masks."""
+    out = []
+    for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
+        try:
+            root = resolve_data_root(name)
+        except DataError as err:
+            raise ConfigError(f"--sources entry {name!r}: {err}") from None
+        video = is_video_root(root)
+        if video and k == 0:
+            raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
+                              "and a video source has none; put a dataset with pixel masks first")
+        out.append((name, weight, root, video))
+    return out
+
+
+def eval_sets(cfg: TrainConfig) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
+    """Return (val, test, ((name, val), ...)) of a config as its run builds them, without the training frames.
+
+    For a --sources config: every source's val (what selection scores) and the first source's test; otherwise the
+    dataset's val and test, with no per-source entries. What ``python -m utils.merge --score`` scores.
+    """
+    if cfg.synthetic:
+        raise ConfigError(f"config {cfg.config_name!r} generates its frames inside each run; score on a config of "
+                          "real data")
+    common = split_options(cfg)
+    if not cfg.sources:
+        root = resolve_data_root(cfg.data_root or cfg.dataset)
+        return IRSTDDataset(root, "val", **common), IRSTDDataset(root, "test", cache=False, **common), ()
+    roots = source_roots(cfg)
+    vals = tuple((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
+                  else IRSTDDataset(root, "val", **common)) for name, _, root, video in roots)
+    return vals[0][1], IRSTDDataset(roots[0][2], "test", cache=False, **common), vals
+
+
 def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
     """Return (train, first source's val, first source's test, ((name, val), ...)) of a --sources run.
 
@@ -277,15 +312,7 @@ def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDat
     """
     common = split_options(cfg)
     parts, weights, vals, test = [], [], [], None
-    for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
-        try:
-            root = resolve_data_root(name)
-        except DataError as err:
-            raise ConfigError(f"--sources entry {name!r}: {err}") from None
-        video = is_video_root(root)
-        if video and k == 0:
-            raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
-                              "and a video source has none; put a dataset with pixel masks first")
+    for k, (name, weight, root, video) in enumerate(source_roots(cfg)):
         vals.append((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
                      else IRSTDDataset(root, "val", **common)))
         if weight == 0:     # validated and selected on only
