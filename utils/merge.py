@@ -25,13 +25,12 @@ of one dataset). ``general_ft``'s val holds video frames: several minutes on a C
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
-
-import copy
 
 from models.load import CheckpointError, load_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision
