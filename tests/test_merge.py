@@ -78,9 +78,9 @@ def test_score_stores_what_the_written_weights_score(tmp_path, capsys):
                  "--score", "sirstv1_cpu", "--data-root", str(root), "--device", "cpu"]) == 0
     assert "sirstv1_cpu: val score" in capsys.readouterr().out
     soup, meta = load_model(out)
+    state_a, state_b = (load_model(path)[0].state_dict() for path in (a, b))
     for name, value in soup.state_dict().items():
-        want = 0.5 * load_model(a)[0].state_dict()[name] + 0.5 * load_model(b)[0].state_dict()[name]
-        torch.testing.assert_close(value, want, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(value, 0.5 * state_a[name] + 0.5 * state_b[name], rtol=1e-6, atol=1e-7)
     val_set, test_set, sources = eval_sets(build("sirstv1_cpu", {"data_root": str(root)}))
     assert sources == () and len(test_set) == 3 and meta["summary"]["n_test"] == 3
     best = meta["summary"]["best"]

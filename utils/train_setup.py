@@ -247,12 +247,17 @@ def build_datasets(cfg: TrainConfig, root: Path) -> tuple[IRSTDDataset, IRSTDDat
     seeded subset of the training frames; test (scored at the end) is not kept in memory."""
     common = split_options(cfg)
     train = IRSTDDataset(root, "train", transform=train_transform(cfg), **common)
-    val = IRSTDDataset(root, "val", **common)
-    test = IRSTDDataset(root, "test", cache=False, **common)   # decoded now: a bad test frame fails before training
+    val, test = val_and_test(root, common)
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1 and len(set(train.sizes)) > 1:
         raise ConfigError(f"the training frames of {root} have {len(set(train.sizes))} sizes, so whole-frame batches "
                           f"of {cfg.batch_size} cannot be stacked; set --crop-size, --base-size or --batch-size 1")
     return train, val, test
+
+
+def val_and_test(root: Path, common: dict) -> tuple[IRSTDDataset, IRSTDDataset]:
+    """Return a frame dataset's val and test splits; test is decoded now (a bad test frame fails before any work)
+    but not kept in memory."""
+    return IRSTDDataset(root, "val", **common), IRSTDDataset(root, "test", cache=False, **common)
 
 
 def split_options(cfg: TrainConfig) -> dict:
@@ -289,17 +294,16 @@ def eval_sets(cfg: TrainConfig) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
     For a --sources config: every source's val (what selection scores) and the first source's test; otherwise the
     dataset's val and test, with no per-source entries. What ``python -m utils.merge --score`` scores.
     """
+    common = split_options(cfg)
+    if cfg.sources:
+        roots = source_roots(cfg)
+        vals = tuple((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
+                      else IRSTDDataset(root, "val", **common)) for name, _, root, video in roots)
+        return vals[0][1], IRSTDDataset(roots[0][2], "test", cache=False, **common), vals
     if cfg.synthetic:
         raise ConfigError(f"config {cfg.config_name!r} generates its frames inside each run; score on a config of "
                           "real data")
-    common = split_options(cfg)
-    if not cfg.sources:
-        root = resolve_data_root(cfg.data_root or cfg.dataset)
-        return IRSTDDataset(root, "val", **common), IRSTDDataset(root, "test", cache=False, **common), ()
-    roots = source_roots(cfg)
-    vals = tuple((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
-                  else IRSTDDataset(root, "val", **common)) for name, _, root, video in roots)
-    return vals[0][1], IRSTDDataset(roots[0][2], "test", cache=False, **common), vals
+    return (*val_and_test(resolve_data_root(cfg.data_root or cfg.dataset), common), ())
 
 
 def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
@@ -311,24 +315,21 @@ def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDat
     test split: it is the one scored on test (the others are scored with inference.py).
     """
     common = split_options(cfg)
-    parts, weights, vals, test = [], [], [], None
-    for k, (name, weight, root, video) in enumerate(source_roots(cfg)):
-        vals.append((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
-                     else IRSTDDataset(root, "val", **common)))
+    val, test, vals = eval_sets(cfg)
+    parts, weights = [], []
+    for name, weight, root, video in source_roots(cfg):   # resolved again: a few path checks
         if weight == 0:     # validated and selected on only
             continue
         parts.append((name, VideoFrameDataset(root, "train", every=cfg.video_every) if video
                       else IRSTDDataset(root, "train", **common)))
         weights.append(weight)
-        if k == 0:
-            test = IRSTDDataset(root, "test", cache=False, **common)
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1:
         raise ConfigError(f"--sources mixes frames of several sizes, so whole-frame batches of {cfg.batch_size} "
                           "cannot be stacked; set --crop-size, --base-size or --batch-size 1")
     mixed = MixedTrainSet(parts, weights, train_transform(cfg), copy_paste=cfg.copy_paste,
                           hard_frac=cfg.hard_negative_frac)
     log.info("sources: %s", ", ".join(f"{n} x{w:g} ({len(d)} train frames)" for (n, d), w in zip(parts, weights)))
-    return mixed, vals[0][1], test, tuple(vals)
+    return mixed, val, test, vals
 
 
 def train_loader(cfg: TrainConfig, train: IRSTDDataset | MixedTrainSet, epoch: int, rank: int, world: int,
