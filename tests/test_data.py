@@ -574,3 +574,17 @@ def test_nudt_sirst_splits_and_reproducible_val():
         stored = cv2.imread(str(sample.image), cv2.IMREAD_UNCHANGED)
         assert frame.shape == (256, 256) and warnings == [] and mask.max() == 1
         assert np.array_equal(frame, stored[..., 0].astype(np.float32) / 255)  # 3-channel grey
+
+
+def test_a_missing_release_name_in_sources_says_how_sources_takes_a_path(tmp_path, monkeypatch):
+    """--sources takes paths, not --data-root: the error of a missing release name says so (run_configs, utils.merge
+    --score and utils.verify read --sources through utils.train_setup.source_roots or the same hint)."""
+    from utils.config import ConfigError, build
+    from utils.train_setup import source_roots
+
+    monkeypatch.setattr(data, "DATASETS_DIR", tmp_path)
+    with pytest.raises(ConfigError) as error:
+        source_roots(build("general_ft"))
+    message = str(error.value)
+    assert "--sources entry 'SIRSTv1'" in message and "put its path in --sources (/path/to/SIRSTv1:WEIGHT)" in message
+    assert "--data-root" not in message

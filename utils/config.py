@@ -275,6 +275,9 @@ def unknown_key(key: str) -> ConfigError:
     return ConfigError(f"unknown option {flag(key)}; {hint}valid options: {', '.join(flag(k) for k in sorted(FIELDS))}")
 
 
+SOURCES_PATH_HINT = "put its path in --sources (/path/to/{name}:WEIGHT)"  # resolve_data_root's hint for --sources
+
+
 def parse_sources(text: str) -> list[tuple[str, float]]:
     """Return [(name or folder, weight)] of a --sources value "NAME[:WEIGHT],..." (weight 1 when left out).
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
-from utils.config import ConfigError, TrainConfig, parse_sources
+from utils.config import SOURCES_PATH_HINT, ConfigError, TrainConfig, parse_sources
 from utils.data import DataError, IRSTDDataset, VideoFrameDataset, resolve_data_root, write_names
 from utils.data.mixture import MixedTrainSet
 from utils.data.video import is_video_root
@@ -277,7 +277,7 @@ def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, bool]]:
     out = []
     for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
         try:
-            root = resolve_data_root(name)
+            root = resolve_data_root(name, SOURCES_PATH_HINT)
         except DataError as err:
             raise ConfigError(f"--sources entry {name!r}: {err}") from None
         video = is_video_root(root)

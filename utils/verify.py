@@ -399,7 +399,7 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     candidates never need them): every video[0]-th labelled frame from frame video[1] of
     train.txt, every video[2]-th from frame video[3] of val.txt. Weights are ignored.
     """
-    from utils.config import ConfigError, parse_sources
+    from utils.config import SOURCES_PATH_HINT, ConfigError, parse_sources
     from utils.data.dataset import IRSTDDataset
     from utils.data.layouts import resolve_data_root
     from utils.data.video import VideoFrameDataset, index_videos, is_video_root
@@ -417,7 +417,7 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
 
     try:
         for k, (name, _) in enumerate(parse_sources(sources)):
-            root = resolve_data_root(name)
+            root = resolve_data_root(name, SOURCES_PATH_HINT)
             if is_video_root(root):
                 if k == 0:
                     raise VerifyError(f"--sources {sources!r}: the first source ({name}) is scored on its test split, "

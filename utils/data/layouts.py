@@ -60,11 +60,12 @@ def _datasets_dir() -> Path:
     return Path(data.DATASETS_DIR)
 
 
-def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
+def resolve_data_root(name_or_path: str | os.PathLike, instead: str = "pass --data-root /path/to/{name}") -> Path:
     """Return the dataset folder: a release name maps to datasets/NAME, anything else is a path.
 
     A bare name that is no folder here but is one under datasets/ (``SIRST-v1``, ``samples``) means
-    that folder too.
+    that folder too. ``instead`` ends the error for a release name that is not there: how the caller's
+    command takes a path ({name}: the release's folder name).
     """
     text = str(name_or_path)
     release = {key.lower(): value for key, value in RELEASE_NAMES.items()}.get(text.lower())
@@ -77,7 +78,7 @@ def resolve_data_root(name_or_path: str | os.PathLike) -> Path:
             return Path(text)
         raise DataError(
             f"dataset {text!r} is not at {root}: download it (datasets/README.md says where), "
-            f"link it with `ln -s /path/to/{release} {root}`, or pass --data-root /path/to/{release}"
+            f"link it with `ln -s /path/to/{release} {root}`, or {instead.format(name=release)}"
         )
     root = Path(text).expanduser()
     bare = text and Path(text).name == text and text not in (".", "..")
