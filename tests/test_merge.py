@@ -102,3 +102,18 @@ def test_score_refuses_bad_configs_and_data_before_any_work(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1 and words in err, (extra, err)
         assert not out.exists()
+
+
+def test_score_takes_the_sources_of_a_sources_config_as_paths(tmp_path):
+    """--score general_ft --sources PATH:1 scores on that folder (per source, and the selection score) instead of the
+    config's datasets/ names."""
+    from utils.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "data", n_trainval=6, n_test=2, size=(64, 64), seed=4)
+    a = random_checkpoint(tmp_path / "a.pt", **SMALL)
+    out = tmp_path / "scored.pt"
+    assert main(["--into", str(a), "--add", str(a), "--base", str(a), "--out", str(out), "--score", "general_ft",
+                 "--sources", f"{root}:1", "--device", "cpu"]) == 0
+    best = load_checkpoint(out)["summary"]["best"]
+    assert list(best["val"]["sources"]) == [str(root)] and best["val"]["score"] == best["val"]["iou"]
+    assert best["test"]["n_images"] == 2

@@ -113,12 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the scores in the checkpoint (as an exported run has them)")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="with --score and a config of one dataset: its folder (default: the config's)")
+    parser.add_argument("--sources", default=None,
+                        help="with --score and a --sources config: its sources, as run_configs.py takes them "
+                             "(names under datasets/ or paths, NAME:WEIGHT,...; default: the config's)")
     add_device(parser)
     args = parser.parse_args(argv)
     try:
         score = None
         if args.score is not None:     # the data is read and checked before any work
-            cfg = build(args.score, {"data_root": str(args.data_root)} if args.data_root else None)
+            overrides = {k: str(v) for k, v in (("data_root", args.data_root), ("sources", args.sources)) if v}
+            cfg = build(args.score, overrides)
             if args.data_root is not None and cfg.sources:
                 raise ConfigError(f"--data-root does not apply to config {args.score!r}: it reads its --sources "
                                   f"({cfg.sources}); drop --data-root")
