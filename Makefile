@@ -16,20 +16,28 @@ SIRST ?= datasets/SIRSTv1
 CKPT ?= checkpoints/lrrnet_sirst_v1.pt
 DEMO ?= results/demo
 
-.PHONY: venv test demo demo-clip demo-sirst demo-expected demo-synthetic bench gpu-check clean
+.PHONY: venv test test-fast lint demo demo-clip demo-sirst demo-expected demo-synthetic bench gpu-check clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first, pinned to the release this machine kind caches; a CUDA machine keeps its own torch
 	$(VPY) -c "import torch" 2>/dev/null || $(VPY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(VPY) -m pip install -q torch torchvision
-	$(VPY) -m pip install -q -r requirements.txt
+	$(VPY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# What CI runs (.ci/run): the linter, then every test (tests marked slow included; CUDA tests skip without a GPU).
+test: $(STAMP) lint
 	$(VPY) -m pytest -q tests
+
+# The quick tier while working: every test not marked slow (under 2 minutes on a 2-core CPU).
+test-fast: $(STAMP) lint
+	$(VPY) -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(VPY) -m ruff check .
 
 # The shipped checkpoint on the real clip: detections, the annotated video, the box scores, the picture strip;
 # then, when SIRST v1 is here, on its test frames (metric table, overlays, roc.png).

@@ -5,7 +5,7 @@
 
 Reads PRED/mat/STEM.mat ('T') or PRED/img/STEM.png for every frame of the split (``--source``
 forces one kind) and scores each at its own size, p > 0.5 (definitions: docs/metrics.md; the
-library is utils/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/roc.png
+library is utils/eval/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/roc.png
 (OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
 predictions are missing (listed), unreadable, logits instead of probabilities, or of another
 aspect ratio than their mask (re-export the prediction at the frame's size), and when --out is a
@@ -37,12 +37,19 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from utils.boxscore import CURVE_SOURCES, DEFAULT_THRESHOLD, BoxScoreError, format_box_table, import_matplotlib, \
-    score_box_folder, write_box_report
 from utils.cli import BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError
-from utils.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, score_folder, \
-    write_report
+from utils.eval.boxscore import (
+    CURVE_SOURCES,
+    DEFAULT_THRESHOLD,
+    BoxScoreError,
+    format_box_table,
+    score_box_folder,
+    write_box_report,
+)
+from utils.eval.chart import import_matplotlib
+from utils.eval.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, score_folder, write_report
+from utils.infer.record import ROC_PNG
 
 log = logging.getLogger("cal_from_mask")
 
@@ -132,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(scored.metrics))
     n_mat = sum(p.suffix.lower() == ".mat" for _, p in scored.jobs)
     print(f"scored {len(scored.jobs)} frames ({n_mat} .mat, {len(scored.jobs) - n_mat} .png) in "
-          f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {out / 'roc.png'}")
+          f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {out / ROC_PNG}")
     return 0
 
 

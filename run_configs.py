@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from models import CheckpointError
-from utils import config as cfgs
 from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, add_log_level, fail
 from utils.data import DataError
-from utils.runtime import select_device
+from utils.infer.device import select_device
+from utils.train import config as cfgs
 
 RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return fail(str(err))
 
-    from utils.engine import NonFiniteLoss, train  # heavy imports only once the command line is valid
+    from utils.train.loop import NonFiniteLoss, train  # heavy imports only once the command line is valid
     try:
         train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
               overwrite=args.overwrite)

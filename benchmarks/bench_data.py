@@ -26,8 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.data import IRSTDDataset  # noqa: E402
-from utils.synthetic import write_dataset  # noqa: E402
-from utils.transforms import TrainTransform  # noqa: E402
+from utils.data.synthetic import write_dataset  # noqa: E402
+from utils.data.transforms import TrainTransform  # noqa: E402
 
 TRAIN_STEP_S = 5.0  # a CPU training step of 8 x 256 x 256 here (4-6 s)
 BATCH = 8

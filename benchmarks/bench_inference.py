@@ -31,10 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
+from benchmarks.timing import print_table, round_robin  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.checkpoint import atomic_save  # noqa: E402
-from benchmarks.timing import print_table, round_robin  # noqa: E402
-from utils.synthetic import write_dataset  # noqa: E402
+from utils.data.synthetic import write_dataset  # noqa: E402
 
 TARGET_BIAS = -2.0  # logit offset of the random network's target head (see main)
 

@@ -1,4 +1,4 @@
-"""Time scoring with the full ROC: utils.metrics.Evaluator against a straightforward implementation, in one run.
+"""Time scoring with the full ROC: utils.eval.metrics.Evaluator against a straightforward implementation, in one run.
 
     python benchmarks/bench_metrics.py [--data-root DATA/NUDT-SIRST] [--frames N] [--no-process]
 
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # imported here, not at the top, so that the --reference-cli process does not pay for them
     from utils.data import read_mask
-    from utils.metrics import Evaluator
+    from utils.eval.metrics import Evaluator
 
     with tempfile.TemporaryDirectory(prefix="bench_metrics_") as tmp:
         tmp = Path(tmp)
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(("whole process, wall (files -> report)", ours_process[0], reference_process[0]))
             rows.append(("whole process, CPU user+sys", ours_process[1], reference_process[1]))
             startup = {module: timed_process([sys.executable, "-c", f"import {module}"])[0]
-                       for module in ("cal_from_mask", "utils.metrics", "torch")}
+                       for module in ("cal_from_mask", "utils.eval.metrics", "torch")}
 
     print("\n| what | Evaluator / cal_from_mask (s) | straightforward (s) | speed-up |")
     print("| --- | ---: | ---: | ---: |")

@@ -8,7 +8,7 @@ Paths, all with the same weights:
   reference     the release's way: explicit softmax(QK^T)V attention, contiguous tensors, float32
   fp32          get_model("LRRNet") in eval: channels_last, scaled_dot_product_attention
   fp32+compile  the same through torch.compile (--compile)
-  bf16          utils.runtime.Predictor(dtype="bf16"): the whole network in bfloat16
+  bf16          utils.infer.device.Predictor(dtype="bf16"): the whole network in bfloat16
   bf16+compile  (--compile)
   bf16+graphs   torch.compile(mode="reduce-overhead"): CUDA graphs replay the whole forward (--cuda-graphs, CUDA)
   onnxruntime   the utils.export ONNX export run by onnxruntime, float32 (--onnx, CPU)
@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import get_model  # noqa: E402
 from utils.files import write_json  # noqa: E402
-from utils.runtime import Predictor  # noqa: E402
+from utils.infer.device import Predictor  # noqa: E402
 
 
 def peak_reset(device: torch.device) -> None:
@@ -81,7 +81,7 @@ def build_paths(device: torch.device, compile_: bool, state: dict, cuda_graphs: 
         graphs.run = torch.compile(graphs.net, mode="reduce-overhead")
         paths["bf16+graphs"] = graphs
     if onnx and device.type == "cpu":
-        from utils.export import OnnxPredictor, export_onnx
+        from utils.infer.onnx import OnnxPredictor, export_onnx
         path = Path(tempfile.mkdtemp()) / "lrrnet.onnx"
         export_onnx(load(get_model("LRRNet")), path)
         paths["onnxruntime"] = OnnxPredictor(path)

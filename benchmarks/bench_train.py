@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.timing import print_table  # noqa: E402
 from models import get_model  # noqa: E402
 from utils.data import IRSTDDataset  # noqa: E402
-from utils.losses import LRRLoss  # noqa: E402
-from utils.runtime import autocast  # noqa: E402
-from utils.synthetic import write_dataset  # noqa: E402
-from utils.transforms import TrainTransform  # noqa: E402
+from utils.data.synthetic import write_dataset  # noqa: E402
+from utils.data.transforms import TrainTransform  # noqa: E402
+from utils.infer.device import autocast  # noqa: E402
+from utils.train.losses import LRRLoss  # noqa: E402
 
 
 def make_path(root: Path, device: torch.device, fast: bool, dtype: torch.dtype, batch: int, state: dict):
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if args.bf16 or device.type == "cuda":
                 paths["ours+bf16"] = make_path(root, device, True, torch.bfloat16, args.batch_size, state)
             times = {name: [] for name in paths}
-            for name, step in paths.items():
+            for step in paths.values():
                 step()                                  # warm-up
             for _ in range(args.steps):
                 for name, step in paths.items():

@@ -6,7 +6,7 @@
 The clip is generated (synthetic sky/terrain scene, sensor noise, a small target moving across
 it) and written as a 3-channel grey mp4, like the IR-Drone-Video files. Paths, same weights:
   plain DTYPE   the obvious loop: cv2.VideoCapture.read, grey, / 255, one forward per frame
-                (utils.runtime.Predictor, same dtype), sigmoid, utils.predict.detect_targets
+                (utils.infer.device.Predictor, same dtype), sigmoid, utils.infer.predict.detect_targets
   ours DTYPE    inference.main(["--video", ...]): decoding on a thread ahead of the network,
                 detections.csv/json written at the end; with a checkpoint that holds a verifier
                 (utils.verify) also "ours DTYPE --no-verify", the same job without that second stage
@@ -29,12 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference  # noqa: E402
+from benchmarks.timing import print_table, round_robin  # noqa: E402
 from models.load import load_checkpoint, load_model  # noqa: E402
 from utils import ROOT  # noqa: E402
-from utils.predict import detect_targets  # noqa: E402
-from utils.runtime import Predictor  # noqa: E402
-from benchmarks.timing import print_table, round_robin  # noqa: E402
-from utils.synthetic import make_scene  # noqa: E402
+from utils.data.synthetic import make_scene  # noqa: E402
+from utils.infer.device import Predictor  # noqa: E402
+from utils.infer.predict import detect_targets  # noqa: E402
 
 DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "lrrnet_sirst_v1.pt"
 

@@ -13,7 +13,6 @@ from . import MODELS, get_model
 from .blocks import SelfAttention
 
 
-
 def count_parameters(net: torch.nn.Module) -> int:
     """Return the number of trainable parameters."""
     return sum(p.numel() for p in net.parameters() if p.requires_grad)

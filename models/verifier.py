@@ -2,7 +2,7 @@
 
 LRRNet marks every pixel; its detections are the connected components of p > t. On real
 scenes most of its false alarms are confident, compact blobs (window lights, lamps, branch
-tips) that no threshold removes without losing dim targets (README, "A general model").
+tips) that no threshold removes without losing dim targets (docs/results.md, "A general model").
 This network looks at each candidate once more, in a PATCH x PATCH window around its centroid,
 and returns the logit that it is a target. It is not part of the published LRRNet; it is
 trained afterwards on LRRNet's own candidates (``python -m utils.verify``, docs/verifier.md)

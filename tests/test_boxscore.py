@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 import cal_from_mask
-from tests.conftest import ROOT
+from utils import ROOT
+from utils.data.labels import read_box_labels
 from utils.data.video import target_class
-from utils.boxscore import (CURVE_THRESHOLDS, BoxScoreError, format_box_table, inside_grown_box, read_box_labels,
-                            read_detections, score_boxes)
+from utils.eval.boxes import inside_grown_box
+from utils.eval.boxscore import CURVE_THRESHOLDS, BoxScoreError, format_box_table, score_boxes
+from utils.infer.record import read_detections
 
 # Edge-coordinate box (10, 20, 4, 3) grown by 2 px: x in [8, 16], y in [18, 25]; a centre-coordinate
 # centroid is inside when 7.5 <= cx <= 15.5 and 17.5 <= cy <= 24.5.
@@ -245,7 +247,7 @@ def test_cli_errors_are_one_line(case, tmp_path, capsys):
     one_line_error(capsys, ["--boxes", str(tmp_path / "nope.csv"), "--pred", str(pred)], "nope.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("video,frame,x,y,w,h\nIR_DRONE_001,0,1,2,3,4\nIR_DRONE_001,abc,1,2,3,4\n")
-    one_line_error(capsys, ["--boxes", str(bad), "--pred", str(pred)], "bad.csv line 3", "abc")
+    one_line_error(capsys, ["--boxes", str(bad), "--pred", str(pred)], "bad.csv has 1 bad row(s): line 3", "abc")
     bad.write_text("video,frame,x,y,w,h\nIR_DRONE_001,0,1,2,,4\n")
     one_line_error(capsys, ["--boxes", str(bad), "--pred", str(pred)], "line 2", "four numbers")
     other = write_labels(tmp_path / "other.csv", [("IR_BIRD_777", 0, None)])
@@ -266,7 +268,7 @@ def test_scorer_imports_no_torch_or_matplotlib():
     import subprocess
     import sys
 
-    code = "import sys, utils.boxscore, cal_from_mask; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    code = "import sys, utils.eval.boxscore, cal_from_mask; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT).stdout
     assert out.split() == ["False", "False"]

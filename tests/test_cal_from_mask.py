@@ -9,7 +9,7 @@ import scipy.io
 import cal_from_mask
 from tests.conftest import DATASETS, need
 from utils.data import list_split, load_pair
-from utils.metrics import Evaluator
+from utils.eval.metrics import Evaluator
 
 # name: (height, width, targets as (row, col, size)); frames of different sizes, each scored at its own
 FRAMES = {
@@ -75,7 +75,7 @@ def test_end_to_end_known_numbers(dataset, capsys):
     assert report["pd"] == pytest.approx(3 / 4)
     assert report["fa"] == pytest.approx((4 + 16) / sum(h * w for h, w, _ in FRAMES.values()))
     expected = Evaluator()
-    for name, (prob, mask) in arrays.items():
+    for prob, mask in arrays.values():
         expected.update(prob, mask)
     for key, value in expected.compute().items():
         assert report[key] == pytest.approx(value, abs=1e-12), key
@@ -233,7 +233,7 @@ def test_png_of_zeros_and_ones_is_read_as_a_binary_map(dataset, tmp_path, capsys
 
 def test_all_empty_masks_report_pd_recall_auc_as_undefined(dataset, capsys):
     root, pred, arrays = dataset
-    for name, (prob, mask) in arrays.items():
+    for name, (_prob, mask) in arrays.items():
         cv2.imwrite(str(root / "test" / "masks" / f"{name}.png"), np.zeros_like(mask))
     assert run(root, pred) == 0
     captured = capsys.readouterr()
@@ -284,7 +284,7 @@ def test_forked_scoring_processes_give_the_same_report(tmp_path):
     import sys
 
     from utils import ROOT
-    from utils.scoring import PROCESS_MIN_FRAMES
+    from utils.eval.scoring import PROCESS_MIN_FRAMES
     root, pred = tmp_path / "data", tmp_path / "pred"
     for sub in ("test/images", "test/masks", "trainval/images", "trainval/masks", "mat"):
         (root / sub if sub != "mat" else pred / sub).mkdir(parents=True)

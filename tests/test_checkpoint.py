@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from models import CheckpointError, get_model
+from models import CheckpointError, get_model, load_checkpoint, load_model
 from tests.conftest import FIXTURES, need
-from utils.checkpoint import atomic_save, export, load_checkpoint, load_model, rng_state, set_rng_state
+from utils.checkpoint import atomic_save, export, rng_state, set_rng_state
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path):

@@ -12,9 +12,9 @@ import inference
 from models import get_model, load_model
 from tests.conftest import FIXTURES, need, random_checkpoint
 from utils import ROOT
-from utils.losses import LRRLoss
-from utils.runtime import Predictor
-from utils.synthetic import make_scene, write_dataset
+from utils.data.synthetic import make_scene, write_dataset
+from utils.infer.device import Predictor
+from utils.train.losses import LRRLoss
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (make gpu-check)")]

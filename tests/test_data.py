@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import DATASETS, ROOT, need
-from utils import data
+import utils
+from tests.conftest import DATASETS, need
+from utils import ROOT, data
 from utils.data import DataError, IRSTDDataset, index_split, list_split, load_pair, read_frame, read_mask
 
 SIRST = DATASETS / "SIRST-v1"
@@ -167,7 +168,7 @@ def test_missing_root_folder(tmp_path):
 
 
 def test_release_name_points_to_datasets_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DATASETS_DIR", tmp_path)
+    monkeypatch.setattr(utils, "DATASETS_DIR", tmp_path)
     with pytest.raises(DataError) as error:
         data.resolve_data_root("NUDT-SIRST")
     assert str(tmp_path / "NUDT-SIRST") in str(error.value) and "--data-root" in str(error.value)
@@ -578,11 +579,11 @@ def test_nudt_sirst_splits_and_reproducible_val():
 
 def test_a_missing_release_name_in_sources_says_how_sources_takes_a_path(tmp_path, monkeypatch):
     """--sources takes paths, not --data-root: the error of a missing release name says so (run_configs, utils.merge
-    --score and utils.verify read --sources through utils.train_setup.source_roots or the same hint)."""
-    from utils.config import ConfigError, build
-    from utils.train_setup import source_roots
+    --score and utils.verify read --sources through utils.train.setup.source_roots or the same hint)."""
+    from utils.train.config import ConfigError, build
+    from utils.train.setup import source_roots
 
-    monkeypatch.setattr(data, "DATASETS_DIR", tmp_path)
+    monkeypatch.setattr(utils, "DATASETS_DIR", tmp_path)
     with pytest.raises(ConfigError) as error:
         source_roots(build("general_ft"))
     message = str(error.value)

@@ -9,7 +9,10 @@ import pytest
 
 from utils import ROOT
 from utils.demo import CLIP, CLIP_LABELS, EXPECTED, checkpoint_key, compare, load_expected, run_clip, sha256
-from utils.strip import choose_frames, draw_strip, main as strip_main
+from utils.strip import choose_frames, draw_strip
+from utils.strip import main as strip_main
+
+pytestmark = pytest.mark.slow   # whole commands, trained networks or the real clip: make test-fast skips them
 
 EVERY = 2  # every 2nd frame: 64 frames, about 30 s on a 2-core CPU (make demo runs all 128)
 

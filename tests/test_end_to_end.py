@@ -11,6 +11,8 @@ import cal_from_mask
 import inference
 import run_configs
 
+pytestmark = pytest.mark.slow   # whole commands, trained networks or the real clip: make test-fast skips them
+
 
 def test_train_infer_score_agree(tmp_path):
     run = tmp_path / "run"

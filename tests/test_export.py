@@ -11,8 +11,11 @@ from models import load_model
 from tests.conftest import random_checkpoint
 from utils import export
 from utils.cli import EXIT_ERROR
+from utils.data.synthetic import make_scene, write_dataset
 from utils.files import file_sha256
-from utils.synthetic import make_scene, write_dataset
+from utils.infer.onnx import OnnxPredictor
+
+pytestmark = pytest.mark.slow   # whole commands, trained networks or the real clip: make test-fast skips them
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is in requirements.txt; install it to test the ONNX export")
 SMALL = dict(width_mults=(1, 2), blocks_per_level=1)  # two levels, 5 blocks fewer: a few seconds to export
@@ -43,7 +46,7 @@ def test_export_matches_pytorch_on_dynamic_sizes(small):
 
 def test_export_carries_the_checkpoints_metadata(small):
     ckpt, onnx_path, _ = small
-    meta = export.OnnxPredictor(onnx_path).meta
+    meta = OnnxPredictor(onnx_path).meta
     assert meta["checkpoint"] == ckpt.name
     assert meta["checkpoint_sha256"] == file_sha256(ckpt)
     assert meta["model_hparams"]["width_mults"] == [1, 2]

@@ -11,6 +11,7 @@ from benchmarks import gpu_check
 from utils import ROOT
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: make gpu-check runs the real thing")
 def test_without_cuda_one_line_and_exit_2(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "r")],
@@ -46,6 +47,7 @@ def test_markdown_report_lists_steps_nudt_and_throughput():
     assert "| cuda | 0.7 | 1e-05 |" in text
 
 
+@pytest.mark.slow
 def test_bench_model_keeps_what_it_timed_when_stopped(tmp_path, monkeypatch, capsys):
     """A benchmark stopped part-way (a time limit) has printed and saved every (size, batch) it finished."""
     from benchmarks import bench_model

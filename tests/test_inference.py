@@ -13,10 +13,10 @@ import inference
 from models import load_model
 from tests.conftest import FIXTURES, need, random_checkpoint
 from utils.cli import EXIT_ERROR, EXIT_PARTIAL
-from utils.outputs import OVERLAY_GAP_PX
-from utils.predict import DETECTION_FIELDS, detect_targets
-from utils.runtime import Predictor
-from utils.synthetic import make_scene, write_dataset
+from utils.data.synthetic import make_scene, write_dataset
+from utils.infer.device import Predictor
+from utils.infer.predict import DETECTION_FIELDS, detect_targets
+from utils.infer.writers import OVERLAY_GAP_PX
 
 ODD_NAME, ODD_HW = "odd", (45, 70)  # a frame of another size, not a multiple of 8
 
@@ -46,6 +46,7 @@ def frame_names(root):
     return sorted(p.stem for p in (root / "test" / "images").iterdir())
 
 
+@pytest.mark.slow
 def test_outputs_for_every_frame_at_native_size(run):
     code, out, root = run
     assert code == 0
@@ -69,6 +70,7 @@ def test_mat_and_png_agree_within_one_grey_level(run):
         assert np.abs(prob - png).max() <= 0.5 / 255 + 1e-6  # round(255 p): within half a level
 
 
+@pytest.mark.slow
 def test_maps_match_the_network_run_directly(run, data):
     _, out, root = run
     net, _ = load_model(data[1])
@@ -95,6 +97,7 @@ def test_detections_files_match_the_maps(run):
         assert [float(r["x"]) for r in mine] == pytest.approx([e["x"] for e in expected], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_release_state_dict_accepted(data, tmp_path):
     fixture = need(FIXTURES / "lrrnet_official_format_random_weights.pth")
     root, _ = data
@@ -107,6 +110,7 @@ def test_release_state_dict_accepted(data, tmp_path):
     assert scipy.io.loadmat(tmp_path / "out" / "mat" / f"{ODD_NAME}.mat")["T"].shape == ODD_HW
 
 
+@pytest.mark.slow
 def test_bare_image_folder_without_masks(data, tmp_path, capsys):
     root, ckpt = data
     folder = tmp_path / "frames"
@@ -128,6 +132,7 @@ def test_bare_image_folder_without_masks(data, tmp_path, capsys):
         inference.main(["--checkpoint", str(ckpt), "--images", str(folder), "--score"])
 
 
+@pytest.mark.slow
 def test_corrupt_frame_named_skipped_and_exit_code(data, tmp_path, capsys):
     root, ckpt = data
     copy = tmp_path / "data"
@@ -152,9 +157,10 @@ def test_bad_checkpoint_exits_2(data, tmp_path, capsys):
     assert code == EXIT_ERROR and "absent.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dataset_name_reads_datasets_and_writes_results(data, tmp_path, monkeypatch):
     root, ckpt = data
-    monkeypatch.setattr("utils.data.DATASETS_DIR", tmp_path / "datasets")
+    monkeypatch.setattr("utils.DATASETS_DIR", tmp_path / "datasets")
     monkeypatch.setattr(inference, "RESULTS_DIR", tmp_path / "results")
     (tmp_path / "datasets").mkdir()
     (tmp_path / "datasets" / "NUDT-SIRST").symlink_to(root)
@@ -164,6 +170,7 @@ def test_dataset_name_reads_datasets_and_writes_results(data, tmp_path, monkeypa
     assert json.loads((out / "metrics.json").read_text())["n_images"] == len(frame_names(root))
 
 
+@pytest.mark.slow
 def test_cli_tiling_path_writes_native_size(data, tmp_path):
     root, ckpt = data
     out = tmp_path / "out"
@@ -173,6 +180,7 @@ def test_cli_tiling_path_writes_native_size(data, tmp_path):
     assert scipy.io.loadmat(out / "mat" / f"{ODD_NAME}.mat")["T"].shape == ODD_HW
 
 
+@pytest.mark.slow
 def test_val_split_is_carved_and_scored_with_the_checkpoints_seed(data, tmp_path):
     """A layout without val: --split val must be the checkpoint's val (its val_seed), for inference and --score."""
     from utils.checkpoint import atomic_save

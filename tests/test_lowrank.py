@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import random_checkpoint
 from utils import lowrank
-from utils.synthetic import write_dataset
+from utils.data.synthetic import write_dataset
 
 
 def spectrum(matrix) -> np.ndarray:
@@ -91,6 +91,7 @@ def setup(tmp_path_factory):
     return root, random_checkpoint(tmp / "random.pt")
 
 
+@pytest.mark.slow
 def test_command_writes_csv_json_and_png(setup, tmp_path, capsys):
     root, ckpt = setup
     out = tmp_path / "out"

@@ -1,4 +1,5 @@
 """utils.merge: into + scale * (add - base), weight by weight, written as a checkpoint the project reads."""
+import pytest
 import torch
 
 from models import CheckpointError, load_model
@@ -63,13 +64,15 @@ def test_cli_names_the_file_that_does_not_fit(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_score_stores_what_the_written_weights_score(tmp_path, capsys):
     """--score: the merged weights are scored on the config's val and test splits before writing; the stored scores are
     what evaluating the written file on those splits gives, and the even average (--base = --into) is 0.5 A + 0.5 B."""
-    from utils.config import build
-    from utils.engine import evaluate, plain
-    from utils.synthetic import write_dataset
-    from utils.train_setup import eval_sets
+    from utils.data.synthetic import write_dataset
+    from utils.eval.metrics import plain
+    from utils.train.config import build
+    from utils.train.setup import eval_sets
+    from utils.train.validate import evaluate
 
     root = write_dataset(tmp_path / "data", n_trainval=6, n_test=3, size=(64, 64), seed=3)
     a, b = (random_checkpoint(tmp_path / f"{name}.pt", seed=i, **SMALL) for i, name in enumerate("ab"))
@@ -104,10 +107,11 @@ def test_score_refuses_bad_configs_and_data_before_any_work(tmp_path, capsys):
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_score_takes_the_sources_of_a_sources_config_as_paths(tmp_path):
     """--score general_ft --sources PATH:1 scores on that folder (per source, and the selection score) instead of the
     config's datasets/ names."""
-    from utils.synthetic import write_dataset
+    from utils.data.synthetic import write_dataset
 
     root = write_dataset(tmp_path / "data", n_trainval=6, n_test=2, size=(64, 64), seed=4)
     a = random_checkpoint(tmp_path / "a.pt", **SMALL)

@@ -1,12 +1,22 @@
-"""utils.metrics: hand-made masks with known answers, and the fast paths against brute-force loops."""
+"""utils.eval.metrics: hand-made masks with known answers, and the fast paths against brute-force loops."""
 import json
 
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from utils.metrics import (CENTROID_TOLERANCE_PX, CONNECTIVITY, ROC, THRESHOLD, Evaluator, PdFa, ReleasePdFa,
-                           SegmentationMetrics, find_components, label_components)
+from utils.eval.metrics import (
+    CENTROID_TOLERANCE_PX,
+    CONNECTIVITY,
+    ROC,
+    THRESHOLD,
+    Evaluator,
+    PdFa,
+    ReleasePdFa,
+    SegmentationMetrics,
+    find_components,
+    label_components,
+)
 
 H, W = 32, 40
 KEYS = {"iou", "niou", "precision", "recall", "f1", "pd", "fa", "auc", "n_images", "n_targets"}

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import random_checkpoint
-from utils.synthetic import write_dataset
+from utils.data.synthetic import write_dataset
+
+pytestmark = pytest.mark.slow   # whole commands, trained networks or the real clip: make test-fast skips them
 
 REPO = Path(__file__).resolve().parents[1]
 

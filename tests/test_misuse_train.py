@@ -18,9 +18,12 @@ import pytest
 import torch
 
 from models import get_model
-from tests.conftest import ROOT, random_checkpoint
-from utils import config as cfgs
-from utils.synthetic import write_dataset
+from tests.conftest import random_checkpoint
+from utils import ROOT
+from utils.data.synthetic import write_dataset
+from utils.train import config as cfgs
+
+pytestmark = pytest.mark.slow   # whole commands, trained networks or the real clip: make test-fast skips them
 
 SMALL = ["--synthetic-frames", "8", "--synthetic-size", "32", "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2",
          "--crop-size", "32", "--device", "cpu"]

@@ -10,14 +10,16 @@ from torch import nn
 
 import run_configs
 from tests.test_video_data import N_FRAMES, square_at, write_video
-from utils.config import ConfigError, parse_sources
 from utils.data import VideoFrameDataset
-from utils.data.mixture import MixedTrainSet, false_alarm_points, mine_hard_negatives
-from utils.engine import evaluate_boxes, selection_score
-from utils.losses import LRRLoss, false_alarm_loss, soft_iou_loss
-from utils.synthetic import MASK_FRACTION, paste_targets, write_dataset
-from utils.train_state import decode_points, encode_points
-from utils.transforms import TrainTransform
+from utils.data.mixture import MixedTrainSet
+from utils.data.synthetic import MASK_FRACTION, paste_targets, write_dataset
+from utils.data.transforms import TrainTransform
+from utils.eval.selection import selection_score
+from utils.train.config import ConfigError, parse_sources
+from utils.train.losses import LRRLoss, false_alarm_loss, soft_iou_loss
+from utils.train.mining import false_alarm_points, mine_hard_negatives
+from utils.train.state import decode_points, encode_points
+from utils.train.validate import evaluate_boxes
 
 
 @pytest.fixture(scope="module")
@@ -156,12 +158,13 @@ def test_sampling_weights_give_each_source_and_the_mined_frames_their_share(vide
 
 def test_box_validation_counts_targets_and_false_alarms(video_root):
     scores = evaluate_boxes(Threshold(), VideoFrameDataset(video_root, "val", every=1), torch.device("cpu"))
-    assert (scores["n_frames"], scores["n_targets"], scores["n_absent"]) == (N_FRAMES, N_FRAMES - 1, 1)
+    assert (scores["n_frames"], scores["n_targets"], scores["n_absent_frames"]) == (N_FRAMES, N_FRAMES - 1, 1)
     assert scores["pd"] == 1.0 and scores["fa_per_frame"] == pytest.approx(1 / N_FRAMES)
-    assert scores["absent_with_fa"] == 1.0 and scores["frames_with_fa"] == pytest.approx(1 / N_FRAMES)
+    assert scores["absent_frames_with_fa"] == 1.0 and scores["frames_with_fa"] == pytest.approx(1 / N_FRAMES)
     assert selection_score({"a": {"iou": 0.5}, "b": scores}) == pytest.approx((0.5 + 1 - 1 / N_FRAMES) / 2)
 
 
+@pytest.mark.slow
 def test_a_mixed_run_end_to_end(video_root, tmp_path):
     write_dataset(tmp_path / "synth", n_trainval=12, n_test=4, size=(64, 64), seed=0)
     out = tmp_path / "run"

@@ -9,8 +9,9 @@ import torch
 
 from models import get_model
 from models.summary import count_macs, count_parameters
-from tests.conftest import FIXTURES, ROOT, need
-from utils.runtime import Predictor
+from tests.conftest import FIXTURES, need
+from utils import ROOT
+from utils.infer.device import Predictor
 
 CASES = ("sirst_misc1_256", "random_2x128x192")
 TOLERANCE = 2e-3  # the authors' fixture: float32 outputs of order 1-4, within 2e-3 absolute (docs/network.md)
@@ -114,6 +115,7 @@ def test_predictor_returns_float32_maps_of_the_input_size():
     assert t16.dtype == torch.float32 and t16.shape == x.shape and torch.isfinite(t16).all()
 
 
+@pytest.mark.slow
 def test_full_hd_frame_peak_memory_under_3_gb():
     """A 1080 x 1918 frame in eval, fp32, CPU: peak resident memory of the whole process (measured)."""
     code = (

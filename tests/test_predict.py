@@ -1,16 +1,23 @@
-"""utils.predict and utils.outputs: detection, tiles, overlays, batching, and predict_frame on numpy frames."""
-import cv2
+"""utils.infer.predict and utils.infer.writers: detection, tiles, overlays, batching, and predict_frame on numpy frames."""
 import numpy as np
 import pytest
 import torch
 
 from models import get_model, load_model
 from tests.conftest import random_checkpoint
-from utils.outputs import BOTH_BGR, DET_BGR, GT_BGR, OVERLAY_GAP_PX, overlay_image
-from utils.predict import (FramePrediction, PredictOptions, detect_targets, plan_batches, predict_frame, predict_tiled,
-                           ramp, tile_starts)
-from utils.runtime import Predictor
-from utils.synthetic import make_scene
+from utils.data.synthetic import make_scene
+from utils.infer.device import Predictor
+from utils.infer.predict import (
+    FramePrediction,
+    PredictOptions,
+    detect_targets,
+    plan_batches,
+    predict_frame,
+    predict_tiled,
+    ramp,
+    tile_starts,
+)
+from utils.infer.writers import BOTH_BGR, DET_BGR, GT_BGR, OVERLAY_GAP_PX, overlay_image
 
 
 @pytest.fixture(scope="module")
@@ -141,14 +148,14 @@ def test_predict_options_refuse_bad_tiles():
 
 
 def test_bf16_on_a_cpu_without_native_support_warns(net, monkeypatch, caplog):
-    import utils.runtime
+    import utils.infer.device
 
-    monkeypatch.setattr(utils.runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(utils.infer.device, "cpu_has_native_bf16", lambda: False)
     with caplog.at_level("WARNING"):
         Predictor(get_model("LRRNet"), torch.device("cpu"), "bf16")
     assert "no native bfloat16" in caplog.text and "--dtype fp32" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(utils.runtime, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(utils.infer.device, "cpu_has_native_bf16", lambda: True)
     with caplog.at_level("WARNING"):
         Predictor(get_model("LRRNet"), torch.device("cpu"), "bf16")
     assert caplog.text == ""

@@ -9,7 +9,10 @@ import pytest
 import cal_from_mask
 from tests.test_boxscore import FRAMES, LABELS, one_line_error, write_labels, write_predictions
 from utils import review
-from utils.boxscore import false_alarm_rows, match, read_box_labels, read_detections, read_review, score_boxes
+from utils.data.labels import read_box_labels
+from utils.eval.boxscore import false_alarm_rows, match, score_boxes
+from utils.eval.reviews import read_review
+from utils.infer.record import read_detections
 
 
 @pytest.fixture()
@@ -191,8 +194,8 @@ def test_review_end_to_end(tmp_path, capsys):
 
 
 def test_shipped_review_is_complete_and_matches_the_docs():
-    """docs/review: every false alarm has a verdict and a note, and the counts are those the README and docs state."""
-    from tests.conftest import ROOT
+    """docs/review: every false alarm has a verdict and a note, and the counts are those docs/results.md states."""
+    from utils import ROOT
 
     path = ROOT / "docs" / "review" / "ir_drone_video_val_general.csv"
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
@@ -202,21 +205,21 @@ def test_shipped_review_is_complete_and_matches_the_docs():
     assert len(objects) == 115 and sum(r["video"] == "IR_DRONE_146" for r in objects) == 59
     review_map = read_review(path)   # loads through the scorer's reader
     assert sum(len(v) for v in review_map.values()) == 158
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "158 false alarms" in readme and "115 are objects" in readme and "43 are clutter" in readme
+    results = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "158 false alarms" in results and "115 are objects" in results and "43 are clutter" in results
     birds = [r for r in objects if r["video"].startswith("IR_BIRD")]
-    assert f"{len(birds)} birds ({sum(r['absent'] == '1' for r in birds)} in frames labelled absent)" in readme
+    assert f"{len(birds)} birds ({sum(r['absent'] == '1' for r in birds)} in frames labelled absent)" in results
     # the counted-apart row: what is left is the clutter, over the 1,541 scored frames and their 63 absent ones
     clutter = [r for r in rows if r["verdict"] == "clutter"]
     fa, frames = len(clutter) / 1541, len({(r["video"], r["frame"]) for r in clutter}) / 1541
     absent = len({(r["video"], r["frame"]) for r in clutter if r["absent"] == "1"}) / 63
     row = f"| 95.13 % | {fa:.3f} | {100 * frames:.1f} % | {100 * absent:.1f} % |"
-    assert row == "| 95.13 % | 0.028 | 2.8 % | 1.6 % |" and row in readme
+    assert row == "| 95.13 % | 0.028 | 2.8 % | 1.6 % |" and row in results
 
 
 def test_second_review_agrees():
     """The blind second review gives every false alarm the same verdict (docs/video.md says so)."""
-    from tests.conftest import ROOT
+    from utils import ROOT
 
     first, second = (list(csv.DictReader(open(ROOT / "docs" / "review" / name, encoding="utf-8")))
                      for name in ("ir_drone_video_val_general.csv", "ir_drone_video_val_general_second.csv"))
@@ -226,8 +229,8 @@ def test_second_review_agrees():
 
 def test_review_of_what_the_verifier_removed():
     """docs/review ..._noverify.csv: LRRNet alone's 520 false alarms, the 158 kept ones with the first review's verdicts,
-    and the README's counts of what the verifier removed."""
-    from tests.conftest import ROOT
+    and the counts of what the verifier removed that docs/results.md states."""
+    from utils import ROOT
 
     kept = {(r["video"], r["frame"], r["x"], r["y"]): r["verdict"] for r in
             csv.DictReader(open(ROOT / "docs" / "review" / "ir_drone_video_val_general.csv", encoding="utf-8"))}
@@ -239,18 +242,18 @@ def test_review_of_what_the_verifier_removed():
     removed = [r for r in rows if (r["video"], r["frame"], r["x"], r["y"]) not in kept]
     n_clutter = sum(r["verdict"] == "clutter" for r in removed)
     n_objects = sum(r["verdict"] == "object" for r in rows)
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())   # line breaks do not matter
+    results = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())   # line breaks do not matter
     assert (len(removed), n_clutter, n_objects) == (362, 356, 121)
-    assert f"of the {len(removed)} false alarms it takes away" in readme and f"finds {n_clutter} clutter" in readme
-    assert f"{len(rows) - n_objects} are clutter and {n_objects} objects" in readme
-    assert f"{0.259:.3f}" == f"{(len(rows) - n_objects) / 1541:.3f}" and "| 95.74 % | 0.259 |" in readme
+    assert f"of the {len(removed)} false alarms it takes away" in results and f"finds {n_clutter} clutter" in results
+    assert f"{len(rows) - n_objects} are clutter and {n_objects} objects" in results
+    assert f"{0.259:.3f}" == f"{(len(rows) - n_objects) / 1541:.3f}" and "| 95.74 % | 0.259 |" in results
 
 
 def test_review_of_the_shipped_v2_checkpoint():
     """docs/review ..._v2*.csv: v2's false alarms with and without its verifier, every one with a verdict and a note;
     the verifier only removes detections, so the kept ones are rows of the LRRNet-alone review with the same verdict;
-    the README's counts and counted-apart rows follow from the files."""
-    from tests.conftest import ROOT
+    the counts and counted-apart rows of docs/results.md follow from the files."""
+    from utils import ROOT
 
     def rows_of(name):
         return list(csv.DictReader(open(ROOT / "docs" / "review" / name, encoding="utf-8")))
@@ -264,13 +267,13 @@ def test_review_of_the_shipped_v2_checkpoint():
     n_kept_objects = sum(r["verdict"] == "object" for r in pair)
     n_clutter, n_kept_clutter = len(alone) - n_objects, len(pair) - n_kept_objects
     assert (len(alone), n_clutter, n_objects, len(pair), n_kept_objects) == (451, 330, 121, 182, 120)
-    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
-    assert f"Of the {len(alone)}, {n_clutter} are clutter and {n_objects} objects" in readme
-    assert f"removes {round(100 * (1 - n_kept_clutter / n_clutter))} % of the clutter and keeps {n_kept_objects} of the {n_objects}" in readme
-    assert f"{n_kept_objects} objects, {n_kept_clutter} clutter" in readme
+    results = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"Of the {len(alone)}, {n_clutter} are clutter and {n_objects} objects" in results
+    assert f"removes {round(100 * (1 - n_kept_clutter / n_clutter))} % of the clutter and keeps {n_kept_objects} of the {n_objects}" in results
+    assert f"{n_kept_objects} objects, {n_kept_clutter} clutter" in results
     # counted apart: what is left is the clutter, over the 1,541 scored frames and their 63 target-absent ones
     for rows, pd in ((pair, "94.38 %"), (alone, "95.40 %")):
         clutter = [r for r in rows if r["verdict"] == "clutter"]
         frames = len({(r["video"], r["frame"]) for r in clutter}) / 1541
         absent = len({(r["video"], r["frame"]) for r in clutter if r["absent"] == "1"}) / 63
-        assert f"| {pd} | {len(clutter) / 1541:.3f} | {100 * frames:.1f} % | {100 * absent:.1f} % |" in readme
+        assert f"| {pd} | {len(clutter) / 1541:.3f} | {100 * frames:.1f} % | {100 * absent:.1f} % |" in results

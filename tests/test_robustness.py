@@ -3,13 +3,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import cal_from_mask
 import inference
 from tests.conftest import random_checkpoint
+from utils.data.synthetic import write_dataset
 from utils.robustness import add_noise, main, unit_noise
-from utils.synthetic import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +50,7 @@ def run(data, out, *extra):
     return json.loads((out / "robustness.json").read_text())
 
 
+@pytest.mark.slow
 def test_deterministic_and_sigma_zero_equals_clean_scoring(data, tmp_path, capsys):
     first = run(data, tmp_path / "a")
     assert "| sigma (/255) |" in capsys.readouterr().out

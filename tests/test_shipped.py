@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import inference
-from tests.conftest import DATASETS, ROOT, need
+from tests.conftest import DATASETS, need
+from utils import ROOT
 
 SHIPPED = [   # (checkpoint, dataset folder under the shared data folder; skipped when absent)
     ("lrrnet_sirst_v1.pt", "SIRST-v1"),
@@ -40,6 +41,7 @@ def test_readme_row_shows_the_checkpoints_stored_test_scores(name, folder):
         assert f"{test[key] * scale:.2f}" in cells, (key, test[key], rows[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, folder", SHIPPED)
 def test_inference_and_scoring_reproduce_the_stored_test_scores(tmp_path, name, folder):
     ckpt = shipped(name)

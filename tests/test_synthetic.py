@@ -1,4 +1,4 @@
-"""utils.synthetic: deterministic scenes, exact masks, targets of the promised size and contrast, a readable dataset."""
+"""utils.data.synthetic: deterministic scenes, exact masks, targets of the promised size and contrast, a readable dataset."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils import synthetic
-from utils.data import IRSTDDataset, list_split
-from utils.synthetic import make_scene, write_dataset
+from utils.data import IRSTDDataset, list_split, synthetic
+from utils.data.synthetic import make_scene, write_dataset
 
 
 def components(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:

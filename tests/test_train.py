@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import run_configs
-from utils import config as cfgs
-from utils.checkpoint import load_checkpoint
-from utils.losses import LRRLoss, soft_iou_loss
-from tests.conftest import ROOT
+from models import load_checkpoint
+from utils import ROOT
+from utils.train import config as cfgs
+from utils.train.losses import LRRLoss, soft_iou_loss
 
 # a tiny synthetic run: seconds per epoch on a 2-core CPU
 TINY = ["--config", "synthetic", "--synthetic-frames", "24", "--synthetic-size", "64", "--crop-size", "48",
@@ -33,6 +33,12 @@ def test_list_names_every_config(capsys):
     out = capsys.readouterr().out
     for name in cfgs.CONFIGS:
         assert name in out
+
+
+def test_every_named_config_builds():
+    for name, (description, values) in cfgs.CONFIGS.items():
+        cfg = cfgs.build(name)                   # every value type- and range-checked, unknown keys refused
+        assert cfg.config_name == name and description and all(getattr(cfg, k) == v for k, v in values.items())
 
 
 def test_precedence_defaults_named_command_line():
@@ -101,7 +107,7 @@ def test_boolean_options(argv, expected):
 
 
 def test_dtype_option_and_old_configs_with_amp(tmp_path):
-    from utils.train_state import compute_dtype
+    from utils.train.state import compute_dtype
     assert cfgs.build("synthetic", cfgs.parse_overrides(["--dtype", "bf16"])).dtype == "bf16"
     assert cfgs.build("sirstv1_cpu").dtype == "fp32"
     cpu = torch.device("cpu")
@@ -152,10 +158,11 @@ SMALL = ["--config", "synthetic", "--synthetic-frames", "8", "--synthetic-size",
 
 
 def small_data(root):
-    from utils.synthetic import write_dataset
+    from utils.data.synthetic import write_dataset
     return write_dataset(root, n_trainval=8, n_test=4, size=(32, 32))
 
 
+@pytest.mark.slow
 def test_out_folder_holding_a_run_is_refused_and_overwrite_replaces_it(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()                                              # an empty folder is fine
@@ -272,6 +279,7 @@ def test_weighted_l1_term_has_a_gradient():
 # ----------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_synthetic_config_reaches_val_iou_above_half(tmp_path):
     assert run_main(["--config", "synthetic", "--out", tmp_path / "run"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
@@ -284,6 +292,7 @@ def test_synthetic_config_reaches_val_iou_above_half(tmp_path):
     assert set(ckpt["model"]) == set(load_checkpoint(tmp_path / "run" / "last.pt")["model"])
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
     epochs = 4
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -313,6 +322,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_on_gloo_keep_identical_weights(tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
@@ -332,7 +342,7 @@ def test_torchrun_two_processes_on_gloo_keep_identical_weights(tmp_path):
 
 def test_init_starts_from_the_given_weights(tmp_path):
     from models import get_model
-    from utils.train_setup import build_network
+    from utils.train.setup import build_network
     torch.manual_seed(7)
     source = get_model("LRRNet").state_dict()
     torch.save(source, tmp_path / "release_format.pth")   # a raw state_dict, as the release publishes
@@ -367,7 +377,7 @@ def test_bad_init_is_refused_before_anything_is_written(tmp_path, capsys, conten
 def test_train_state_round_trip(tmp_path):
     from models import get_model
     from utils.checkpoint import atomic_save
-    from utils.train_state import TrainState
+    from utils.train.state import TrainState
     cfg = cfgs.build("synthetic", {"ema_decay": 0.9, "epochs": 3})
     x = torch.rand(2, 1, 32, 32)
 
@@ -413,7 +423,7 @@ def test_train_state_round_trip(tmp_path):
 
 
 def test_non_finite_losses_skip_steps_then_stop_with_a_command_to_go_on(tmp_path, capsys, monkeypatch):
-    from utils import engine
+    from utils.train import loop as engine
 
     class NanLoss(engine.LRRLoss):
         def forward(self, d, t, image, mask, ignore=None):

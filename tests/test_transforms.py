@@ -1,4 +1,4 @@
-"""utils.transforms: every transform keeps the mask exactly binary and aligned with the frame."""
+"""utils.data.transforms: every transform keeps the mask exactly binary and aligned with the frame."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.transforms import EvalTransform, TrainTransform
+from utils.data.transforms import EvalTransform, TrainTransform
 
 
 def scene(height: int, width: int, seed: int = 0, n_targets: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,7 +149,7 @@ def test_bad_arguments_are_named():
 
 def test_dataloader_with_workers_reproduces(tmp_path):
     from utils.data import IRSTDDataset
-    from utils.synthetic import write_dataset
+    from utils.data.synthetic import write_dataset
 
     root = write_dataset(tmp_path / "syn", n_trainval=6, n_test=1, size=(64, 80), seed=0)
     dataset = IRSTDDataset(root, "trainval", transform=TrainTransform(crop_size=48))

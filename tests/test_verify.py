@@ -12,12 +12,13 @@ from tests.conftest import random_checkpoint
 from tests.test_export import SMALL
 from tests.test_mixture import Threshold, video_root  # noqa: F401 (a fixture)
 from tests.test_video_data import N_FRAMES
-from utils import verify
-from utils.metrics import find_components
-from utils.predict import PredictOptions, detect_targets, predict_frame, predict_maps
-from utils.runtime import Predictor
-from utils.synthetic import write_dataset
-from utils.verify import Candidates, Verification, candidate_inputs, choose_tau, split_scores, suppress
+from utils.data.synthetic import write_dataset
+from utils.eval.metrics import find_components
+from utils.infer.device import Predictor
+from utils.infer.predict import PredictOptions, detect_targets, predict_frame, predict_maps
+from utils.verify import train as verify
+from utils.verify.apply import Verification, candidate_inputs, suppress
+from utils.verify.train import Candidates, choose_tau, split_scores
 
 
 def two_blobs() -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +99,7 @@ def box_candidates() -> Candidates:
 def test_split_scores_count_as_the_box_scorer_and_pool_iou_exactly():
     data, scores = box_candidates(), np.array([0.9, 0.3, 0.2, 0.6])
     alone = split_scores(data, scores, None)
-    assert (alone["pd"], alone["fa_per_frame"], alone["absent_with_fa"], alone["recall"]) == (1.0, 2 / 3, 1.0, 1.0)
+    assert (alone["pd"], alone["fa_per_frame"], alone["absent_frames_with_fa"], alone["recall"]) == (1.0, 2 / 3, 1.0, 1.0)
     kept = split_scores(data, scores, 0.5)      # drops frame 0's clutter and frame 1's target
     assert (kept["pd"], kept["fa_per_frame"], kept["recall"], kept["kept_clutter"]) == (0.5, 1 / 3, 0.5, 1)
     masks = Candidates(patches=np.zeros((2, 3, 16, 16), np.float16), features=np.array([[10, 1, 1, 1, 1],
@@ -143,7 +144,7 @@ def test_training_separates_bright_compact_blobs_from_edges():
         verify.train_verifier(Candidates(**{**data.__dict__, "target": np.ones(n, bool)}), epochs=1, progress=False)
 
 
-def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_path, monkeypatch, capsys):
+def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_path, monkeypatch, capsys):  # noqa: F811
     write_dataset(tmp_path / "synth", n_trainval=10, n_test=3, size=(48, 48), seed=0)
     ckpt = random_checkpoint(tmp_path / "in.pt", **SMALL)
     sources = f"{tmp_path / 'synth'},{video_root}"

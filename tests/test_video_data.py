@@ -12,15 +12,9 @@ from scipy import ndimage
 from tests.conftest import DATASETS, need
 from utils import data
 from utils.data import DataError
-from utils.data.video import (
-    box_slices,
-    count_frames,
-    index_videos,
-    iter_video_frames,
-    pseudo_mask,
-    read_labels,
-    summarize_video,
-)
+from utils.data.labels import read_box_labels
+from utils.data.video import box_slices, count_frames, index_videos, iter_video_frames, pseudo_mask
+from utils.data.video_summary import summarize_video
 
 N_FRAMES, W, H = 12, 64, 48
 
@@ -82,14 +76,14 @@ def test_labels_errors_name_the_line(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("video,frame,x,y,w,h\nV,0,1,2,3,4\nV,x,1,2,3,4\nV,2,1,,3,4\nV,0,5,5,5,5\nV,3,1,2,0,4\n")
     with pytest.raises(DataError) as error:
-        read_labels(path)
+        read_box_labels(path)
     message = str(error.value)
     assert str(path) in message and "4 bad row(s)" in message
-    for text in ("line 3: frame 'x'", "line 4: x, y, w, h must be all empty", "line 5: V frame 0 is labelled again (first on line 2)", "line 6: box width"):
+    for text in ("line 3: frame 'x'", "line 4: box '1,,3,4' is not four numbers", "line 5: V:0 is labelled again (first on line 2", "line 6: box width"):
         assert text in message
     path.write_text("video,frame,x,y,w\nV,0,1,2,3\n")
     with pytest.raises(DataError, match="line 1: header"):
-        read_labels(path)
+        read_box_labels(path)
 
 
 # ----------------------------------------------------------------------------- decoding

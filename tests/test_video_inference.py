@@ -11,9 +11,9 @@ from torch import nn
 import inference
 from tests.conftest import random_checkpoint
 from utils.cli import EXIT_PARTIAL
-from utils.predict import PredictOptions, TemporalConfirmer, parse_confirm
-from utils.runner import run_on_video
-from utils.runtime import Predictor
+from utils.infer.device import Predictor
+from utils.infer.predict import PredictOptions, TemporalConfirmer, parse_confirm
+from utils.infer.runner import run_on_video
 
 H, W, N_FRAMES = 48, 64, 12
 SQUARE = 4  # px

@@ -4,8 +4,11 @@ Reading them (ours or the authors' raw state_dicts) is ``models.load_checkpoint`
 """
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +88,25 @@ def export(source: Path, dest: Path, summary: Path | None = None) -> dict:
     slim["format_version"] = FORMAT_VERSION
     slim["val"] = ckpt.get("val")
     if summary is not None:
-        import json
         slim["summary"] = json.loads(Path(summary).read_text())
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     atomic_save(slim, Path(dest))
     return slim
 
 
-if __name__ == "__main__":
-    import argparse
-
+def main(argv=None) -> int:
+    """``python -m utils.checkpoint RUN/best.pt checkpoints/NAME.pt --summary RUN/summary.json``: export; 0."""
     parser = argparse.ArgumentParser(description="Export a run's checkpoint for shipping: "
                                      "python -m utils.checkpoint RUN/best.pt checkpoints/NAME.pt --summary RUN/summary.json")
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)
     parser.add_argument("--summary", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = export(args.source, args.dest, args.summary)
     print(f"wrote {args.dest}: epoch {out['epoch']}, {out['selected_weights']} weights, "
           f"{args.dest.stat().st_size / 2 ** 20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,8 +25,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import cal_from_mask
+import inference
 from utils import ROOT
 from utils.files import write_json
+from utils.infer.record import BOX_METRICS
 
 SAMPLES = ROOT / "datasets" / "samples"
 CLIP = SAMPLES / "videos" / "IR_BIRD_019_128-255.mp4"
@@ -60,16 +63,13 @@ def run_clip(checkpoint: str | Path, out: str | Path, every: int = 1, device: st
     Both scripts run in this process with their own command lines (what make demo types).
     RuntimeError when either exits with an error.
     """
-    import cal_from_mask
-    import inference
-
     argv = ["--checkpoint", str(checkpoint), "--video", str(CLIP), "--out", str(out), "--every", str(every),
             "--device", device, "--dtype", "fp32", "--overwrite", "--quiet"] + (["--overlay"] if overlay else [])
     if (code := inference.main(argv)) != 0:
         raise RuntimeError(f"inference.py {' '.join(argv)} exited with {code}")
     if (code := cal_from_mask.main(["--boxes", str(CLIP_LABELS), "--pred", str(out), "--quiet"])) != 0:
         raise RuntimeError(f"cal_from_mask.py --boxes {CLIP_LABELS} --pred {out} exited with {code}")
-    return scores_of(json.loads((Path(out) / "box_metrics.json").read_text(encoding="utf-8")))
+    return scores_of(json.loads((Path(out) / BOX_METRICS).read_text(encoding="utf-8")))
 
 
 def scores_of(report: dict) -> dict:
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"`make demo-expected CLIP_CKPT={args.checkpoint}`")
         return 0
     try:
-        got = scores_of(json.loads((args.pred / "box_metrics.json").read_text(encoding="utf-8")))
+        got = scores_of(json.loads((args.pred / BOX_METRICS).read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError) as error:
         print(f"error: cannot read {args.pred / 'box_metrics.json'} ({error}): score the run first", file=sys.stderr)
         return 2

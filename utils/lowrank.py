@@ -64,7 +64,7 @@ from utils import RESULTS_DIR
 from utils.cli import BoolFlag, add_device, add_log_level, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root
 from utils.files import atomic_write, atomic_write_text, write_json
-from utils.runtime import select_device
+from utils.infer.device import select_device
 
 logger = logging.getLogger(__name__)
 

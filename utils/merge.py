@@ -35,12 +35,13 @@ import torch
 from models.load import CheckpointError, load_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision
 from utils.cli import add_device, fail, finite_float
-from utils.config import ConfigError, build
 from utils.data import DataError
-from utils.engine import evaluate, plain, score_sets
+from utils.eval.metrics import plain
 from utils.files import file_sha256
-from utils.runtime import select_device
-from utils.train_setup import eval_sets
+from utils.infer.device import select_device
+from utils.train.config import ConfigError, build
+from utils.train.setup import eval_sets
+from utils.train.validate import evaluate, score_sets
 
 KEPT_KEYS = ("model_name", "model_hparams", "config")  # of --into; the rest described its own weights
 

@@ -38,12 +38,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.boxscore import DEFAULT_THRESHOLD, REVIEW_COLUMNS, BoxScoreError, assign_review, check_review_threshold, \
-    false_alarm_rows, match, read_box_labels, read_detections, read_review
 from utils.cli import BoolFlag, fail, finite_float, positive_int
 from utils.data.frames import DataError
+from utils.data.labels import read_box_labels
 from utils.data.video import iter_video_frames, video_files
+from utils.eval.boxscore import DEFAULT_THRESHOLD, BoxScoreError, check_review_threshold, false_alarm_rows, match
+from utils.eval.reviews import REVIEW_COLUMNS, assign_review, read_review
 from utils.files import atomic_write_text, write_png
+from utils.infer.record import RecordError, read_detections
 
 CROP = 64  # px of the frame around the false alarm
 ZOOM = 2  # crops are shown this many times larger
@@ -186,7 +188,7 @@ def check_target(path: Path, is_carry: bool) -> dict | None:
     try:
         existing = read_review(path)
         filled = any(r[2] for rows in existing.values() for r in rows)
-    except BoxScoreError as error:
+    except DataError as error:
         raise ReviewError(f"{path} exists and is not a review this tool can read ({error}): move it away or choose "
                           "another --out") from None
     if filled and not is_carry:
@@ -305,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sheets = (sheet(group, args.columns)
                   for group in batched(tiles_in_order(drawn, paths, sizes, args.context, args.quiet), args.per_sheet))
         n_sheets = write_outputs(out, sheets, rows)
-    except (ReviewError, BoxScoreError, DataError) as error:
+    except (ReviewError, BoxScoreError, DataError, RecordError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write the review to {out} ({error.strerror or error}): choose a writable --out")

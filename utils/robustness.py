@@ -17,7 +17,7 @@ as read (no noise, no re-quantisation), so its row equals the clean scoring of t
 Noise is deterministic: z of a frame depends only on --seed and the frame's name (a CRC32 of it),
 not on the order of the frames, the batch size or which sigmas are asked for; the same z is
 scaled for every sigma (common random numbers, so the curve over sigma is not shaken by a new
-draw at each level). Each level is scored with utils.metrics.Evaluator (IoU pooled, nIoU per
+draw at each level). Each level is scored with utils.eval.metrics.Evaluator (IoU pooled, nIoU per
 image, Pd per target, Fa per pixel; threshold 0.5 on sigmoid(T)) at every frame's own size.
 Prints a markdown table and writes OUT/robustness.json atomically.
 """
@@ -39,11 +39,11 @@ from models import CheckpointError, load_model
 from utils import RESULTS_DIR
 from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, add_verify, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
+from utils.eval.metrics import THRESHOLD, Evaluator
 from utils.files import write_json
-from utils.metrics import THRESHOLD, Evaluator
-from utils.predict import PredictOptions, default_batch_size, predict_maps
-from utils.runtime import Predictor, select_device
-from utils.verify import describe_verification, load_verification
+from utils.infer.device import Predictor, select_device
+from utils.infer.predict import PredictOptions, default_batch_size, predict_maps
+from utils.verify.apply import describe_verification, load_verification
 
 DEFAULT_SIGMAS = (5.0, 10.0, 15.0, 20.0, 30.0)  # grey levels of 255; NoisySIRST's levels are within this range
 GREY_LEVELS = 255.0  # sigma units: 1 / 255 of the intensity range

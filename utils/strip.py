@@ -20,7 +20,6 @@ frames. Deterministic: the same inputs give the same PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,10 +27,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.boxscore import GROW_PX, BoxScoreError, inside_grown_box, read_box_labels
 from utils.cli import fail
 from utils.data import DataError, iter_video_frames
+from utils.data.labels import read_box_labels
+from utils.eval.boxes import GROW_PX, inside_grown_box
+from utils.eval.boxscore import BoxScoreError
 from utils.files import atomic_write_bytes
+from utils.infer.record import RecordError, video_targets
 
 N_FRAMES = 5
 LABEL_BGR, HIT_BGR, FA_BGR = (0, 200, 0), (0, 230, 255), (0, 0, 255)  # green, yellow, red
@@ -79,17 +81,6 @@ def choose_frames(kinds: Sequence[tuple[int, bool]], n: int = N_FRAMES) -> list[
     return sorted(picked)
 
 
-def read_frame_detections(pred_dir: Path, video: str) -> dict[int, list[dict]]:
-    """Return {frame: [detection dicts]} of one video from PRED/detections.json (every processed frame)."""
-    path = Path(pred_dir) / "detections.json"
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-        return {int(e["frame"]): list(e["targets"]) for e in content["frames"] if str(e["video"]) == video}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise BoxScoreError(f"{path} cannot be read as inference.py --video output ({error}): pass its --out "
-                            "folder as --pred") from None
-
-
 def draw_frame(grey: np.ndarray, box, detections: list[dict], caption: str, scale: int = 1) -> np.ndarray:
     """Return one tile: the frame (BGR, enlarged `scale` x), the grown label box, detections, a caption bar below."""
     picture = cv2.cvtColor(cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST),
@@ -129,7 +120,7 @@ def draw_strip(video: Path, pred_dir: Path, labels_csv: Path, frames: Sequence[i
     """Return (the strip as a BGR image, the frames shown) for one video of an inference.py --video run."""
     video = Path(video)
     stem = video.stem
-    detections = read_frame_detections(pred_dir, stem)
+    detections = video_targets(pred_dir, stem)
     labels = {f: box for (v, f), box in read_box_labels(labels_csv).items() if v == stem}
     scored = sorted(f for f in detections if f in labels)
     if not scored:
@@ -188,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         strip, shown = draw_strip(args.video, args.pred, args.boxes, args.frames, args.n, args.scale)
         write_strip(args.out, strip)
-    except (BoxScoreError, DataError) as error:
+    except (BoxScoreError, DataError, RecordError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")

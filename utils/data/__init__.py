@@ -9,24 +9,24 @@ One module per job; every name below is importable from ``utils.data``:
 - ``layouts``: ``resolve_data_root`` (a release name -> ``DATASETS_DIR/NAME``), ``detect_layout``,
   the ``folder``/``sirst``/``basicirstd`` layouts, ``list_split`` (every file checked),
   ``index_split`` (no file read: for callers that skip a bad frame), ``write_names``.
-- ``video`` (the ``video`` layout, box-labelled IR videos): ``VideoItem``, ``read_labels``,
-  ``index_videos``, ``iter_video_frames`` and ``count_frames`` (streamed with ``cv2.VideoCapture``),
+- ``labels``: ``read_box_labels``, the one reader of box labels (``video,frame,x,y,w,h``), and ``by_video``.
+- ``video`` (the ``video`` layout, box-labelled IR videos): ``VideoItem``, ``index_videos``, ``iter_video_frames`` and ``count_frames`` (streamed with ``cv2.VideoCapture``),
   ``pseudo_mask`` (box -> mask + ignore region, docs/video.md), ``VideoFrameDataset``.
 - ``dataset``: ``IRSTDDataset`` (one split, decoded once, cached) and ``size_batches``.
-- ``summary``: ``summarize`` and ``main``, the command line
+- ``summary`` (and ``video_summary`` for a video root): ``summarize`` and ``main``, the command line
   ``python -m utils.data --data-root DIR [--layout L] [--index NAME] [--json] [--log-level L]``
   (``--pictures PNG`` on a video root draws pseudo-masks).
+- ``mixture`` (several sources in one training set), ``transforms`` (joint crops, flips, turns) and
+  ``synthetic`` scenes live beside these and are imported from their modules.
 
 Val: where a layout has no val split it is carved from trainval by ``val_fraction`` and
 ``val_seed`` (never from test) from the frame names alone; a training run saves the val names it
-used as ``val_split.txt`` in its run folder (``utils.engine``, through ``write_names``).
+used as ``val_split.txt`` in its run folder (``utils.train.loop``, through ``write_names``).
 
 Files that are not images (``.xml`` boxes, ``.txt``, ``Thumbs.db``, ``._*`` resource forks)
-are skipped by extension. ``DATASETS_DIR`` (``utils.DATASETS_DIR``) is read at call time, so a
-test may point ``utils.data.DATASETS_DIR`` elsewhere.
+are skipped by extension. ``utils.DATASETS_DIR`` is read at call time, so a test may point it elsewhere.
 """
 
-from utils import DATASETS_DIR
 from utils.data.dataset import IRSTDDataset, size_batches
 from utils.data.frames import (
     ASPECT_TOLERANCE,
@@ -42,6 +42,7 @@ from utils.data.frames import (
     read_frame,
     read_mask,
 )
+from utils.data.labels import Box, by_video, read_box_labels
 from utils.data.layouts import (
     LAYOUTS,
     RELEASE_NAMES,
@@ -50,24 +51,30 @@ from utils.data.layouts import (
     detect_layout,
     images_by_stem,
     index_split,
+    is_video_root,
     list_split,
     resolve_data_root,
     write_names,
 )
 from utils.data.summary import main, summarize
 from utils.data.video import (
+    VIDEO_EXTENSIONS,
     VideoFrameDataset,
     VideoItem,
     count_frames,
     index_videos,
     iter_video_frames,
     pseudo_mask,
-    read_labels,
+    video_files,
 )
 
 __all__ = [
     "ASPECT_TOLERANCE",
-    "DATASETS_DIR",
+    "VIDEO_EXTENSIONS",
+    "Box",
+    "by_video",
+    "is_video_root",
+    "video_files",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
     "PERCENTILES",
@@ -94,7 +101,7 @@ __all__ = [
     "main",
     "pseudo_mask",
     "read_frame",
-    "read_labels",
+    "read_box_labels",
     "read_mask",
     "resolve_data_root",
     "size_batches",

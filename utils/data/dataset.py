@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.data.frames import Sample, _check_sixteen_bit, _to_unit, _verify, load_pair
-from utils.data.layouts import _index
+from utils.data.frames import Sample, check_sixteen_bit, load_pair, to_unit, verify_samples
+from utils.data.layouts import index_samples
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ class IRSTDDataset:
         *,
         index: str | None = None,
     ):
-        _check_sixteen_bit(sixteen_bit)
-        indexed = _index(root, split, layout, val_fraction, val_seed, index)
+        check_sixteen_bit(sixteen_bit)
+        indexed = index_samples(root, split, layout, val_fraction, val_seed, index)
         self.root, self.layout, self.index, self.split = indexed.root, indexed.layout, indexed.index, split
         self.val_official, self.warnings = indexed.val_official, indexed.warnings
         self.samples: list[Sample] = indexed.splits[split]
         self.transform = transform
         self.sixteen_bit = sixteen_bit
-        items, notes = _verify(self.samples, keep=cache)
+        items, notes = verify_samples(self.samples, keep=cache)
         self.warnings += notes
         for note in self.warnings:
             logger.warning(note)
@@ -63,7 +63,7 @@ class IRSTDDataset:
         if self._cache is not None:
             grey, packed, shape = self._cache[i]
             mask = np.unpackbits(packed, count=shape[0] * shape[1]).reshape(shape)
-            frame = _to_unit(grey, sample.image, self.sixteen_bit)
+            frame = to_unit(grey, sample.image, self.sixteen_bit)
         else:
             frame, mask, _ = load_pair(sample, self.sixteen_bit)
         import torch  # here, not at module level: the scorer reads masks through this package without torch

@@ -43,7 +43,7 @@ _SIGNATURES = {  # leading bytes of each image format cv2 decodes here
     b"II*\x00": "tiff",
     b"MM\x00*": "tiff",
 }
-_THREADS = max(1, min(8, os.cpu_count() or 1))
+THREADS = max(1, min(8, os.cpu_count() or 1))
 
 
 class DataError(ValueError):
@@ -180,7 +180,7 @@ def _frame_grey(array: np.ndarray, data: bytes | None, path: Path | str) -> np.n
     )
 
 
-def _to_unit(grey: np.ndarray, path: Path, sixteen_bit: str) -> np.ndarray:
+def to_unit(grey: np.ndarray, path: Path, sixteen_bit: str) -> np.ndarray:
     """Return the grey frame as float32 in [0, 1]: 8-bit / 255, 16-bit by ``sixteen_bit``, float kept if in [0, 1]."""
     if grey.dtype == np.uint8:
         return grey.astype(np.float32) / np.float32(255.0)
@@ -212,7 +212,7 @@ def _check_float(grey: np.ndarray, path: Path | str) -> None:
         )
 
 
-def _check_sixteen_bit(sixteen_bit: str) -> None:
+def check_sixteen_bit(sixteen_bit: str) -> None:
     """Raise ValueError naming the choices when ``sixteen_bit`` is not one of SIXTEEN_BIT_MODES."""
     if sixteen_bit not in SIXTEEN_BIT_MODES:
         raise ValueError(f"sixteen_bit={sixteen_bit!r} is unknown; choose one of {SIXTEEN_BIT_MODES}")
@@ -233,18 +233,18 @@ def frame_to_unit(array: np.ndarray, source: str | os.PathLike = "frame", sixtee
     an array has no file bytes to decode as IMREAD_GRAYSCALE, so pass ``cv2.imread(path, 0)`` (or
     use read_frame) to get the grey frames the released weights were trained on.
     """
-    _check_sixteen_bit(sixteen_bit)
+    check_sixteen_bit(sixteen_bit)
     array = np.asarray(array)
     if array.ndim not in (2, 3) or array.size == 0:
         raise DataError(f"{source} has shape {array.shape}: pass an H x W grey or H x W x 3 BGR image")
-    return _to_unit(_frame_grey(array, None, source), source, sixteen_bit)
+    return to_unit(_frame_grey(array, None, source), source, sixteen_bit)
 
 
 def read_frame(path: str | os.PathLike, sixteen_bit: str = "range") -> np.ndarray:
     """Return the frame as float32 H x W in [0, 1] (8-bit / 255 exactly; 16-bit / 65535 or percentile-stretched)."""
-    _check_sixteen_bit(sixteen_bit)
+    check_sixteen_bit(sixteen_bit)
     path = Path(path)
-    return _to_unit(_read_grey(path)[0], path, sixteen_bit)
+    return to_unit(_read_grey(path)[0], path, sixteen_bit)
 
 
 def _binarise(array: np.ndarray) -> np.ndarray:
@@ -321,7 +321,7 @@ def fit_mask(mask: np.ndarray, frame_hw: tuple[int, int], sample: Sample) -> tup
     return resized, [note]
 
 
-def _load_native(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[str], str]:
+def load_native(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[str], str]:
     """Return (grey frame as stored: uint8/uint16/float, mask {0,1} at the frame's size or None, warnings, kind)."""
     grey, kind = _read_grey(sample.image)
     if grey.dtype.kind == "f":
@@ -335,29 +335,29 @@ def _load_native(sample: Sample) -> tuple[np.ndarray, np.ndarray | None, list[st
 
 def load_pair(sample: Sample, sixteen_bit: str = "range") -> tuple[np.ndarray, np.ndarray | None, list[str]]:
     """Return (frame float32 H x W in [0, 1], mask uint8 H x W in {0, 1} or None if the sample has none, warnings)."""
-    _check_sixteen_bit(sixteen_bit)
-    grey, mask, warnings, _ = _load_native(sample)
-    return _to_unit(grey, sample.image, sixteen_bit), mask, warnings
+    check_sixteen_bit(sixteen_bit)
+    grey, mask, warnings, _ = load_native(sample)
+    return to_unit(grey, sample.image, sixteen_bit), mask, warnings
 
 
-def _raise_bad(errors: Sequence[str]) -> None:
+def raise_bad(errors: Sequence[str]) -> None:
     """Raise one DataError listing every bad file (one per line when several); nothing when there are none."""
     if errors:
         raise DataError(f"{len(errors)} bad file(s):\n  " + "\n  ".join(errors) if len(errors) > 1 else errors[0])
 
 
-def _verify(samples: Sequence[Sample], keep: bool) -> tuple[list, list[str]]:
+def verify_samples(samples: Sequence[Sample], keep: bool) -> tuple[list, list[str]]:
     """Decode every pair (threaded); return (cache entries, or frame sizes if not keep; warnings)."""
 
     def load(sample: Sample):
         try:
-            grey, mask, notes, _ = _load_native(sample)
+            grey, mask, notes, _ = load_native(sample)
         except DataError as error:
             return None, [], str(error)
         return ((grey, np.packbits(mask), mask.shape) if keep else grey.shape), notes, None
 
-    with ThreadPoolExecutor(_THREADS) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(load, samples))
-    _raise_bad([error for _, _, error in results if error])
+    raise_bad([error for _, _, error in results if error])
     warnings = [note for _, notes, _ in results for note in notes]
     return [item for item, _, _ in results], warnings

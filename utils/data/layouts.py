@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import utils
 from utils.data.frames import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -33,7 +34,7 @@ from utils.data.frames import (
     _is_image_file,
     _quick_check,
     _require_dir,
-    _verify,
+    verify_samples,
 )
 from utils.files import atomic_write_text
 
@@ -48,16 +49,21 @@ RELEASE_NAMES = {
 LAYOUTS = ("folder", "sirst", "basicirstd", "video")
 SPLITS = ("train", "val", "test", "trainval")
 SIRST_MASK_SUFFIX = "_pixels0"
+VIDEO_EXTENSION = ".mp4"  # the video layout's files: videos/<STEM>.mp4
 
 
 # ----------------------------------------------------------------------------- roots
 
 
 def _datasets_dir() -> Path:
-    """Return the folder release names resolve in: ``utils.data.DATASETS_DIR`` (utils.DATASETS_DIR unless patched)."""
-    from utils import data  # the package attribute, read at call time so a test can point it elsewhere
+    """Return the folder release names resolve in: ``utils.DATASETS_DIR``, read at call time (a test may patch it)."""
+    return Path(utils.DATASETS_DIR)
 
-    return Path(data.DATASETS_DIR)
+
+def is_video_root(root: str | os.PathLike) -> bool:
+    """Return True when the folder holds ``videos/*.mp4`` (the video layout)."""
+    videos = Path(root) / "videos"
+    return videos.is_dir() and any(videos.glob(f"*{VIDEO_EXTENSION}"))
 
 
 def resolve_data_root(name_or_path: str | os.PathLike, instead: str = "pass --data-root /path/to/{name}") -> Path:
@@ -124,8 +130,6 @@ def images_by_stem(folder: Path, warnings: list[str], dropped: list[Path] | None
 
 def detect_layout(root: str | os.PathLike) -> str:
     """Return the layout of a dataset folder ("folder", "sirst", "basicirstd" or "video"); DataError when none fits."""
-    from utils.data.video import is_video_root
-
     root = Path(root)
     _require_dir(root, "data root", "pass the folder that holds the dataset")
     has_pool = (root / "images").is_dir() and (root / "masks").is_dir()
@@ -367,7 +371,7 @@ class _Indexed:
     warnings: list[str]
 
 
-def _index(
+def index_samples(
     root, split: str | None, layout: str | None, val_fraction: float, val_seed: int, index: str | None
 ) -> _Indexed:
     """Return the indexed dataset (every split, val carved where the layout has none) without decoding any frame."""
@@ -427,7 +431,7 @@ def index_split(
     listed here may still fail to decode. Layout, split-list and pairing problems (an image
     without a mask, a list naming an absent frame) still raise DataError.
     """
-    indexed = _index(root, split, layout, val_fraction, val_seed, index)
+    indexed = index_samples(root, split, layout, val_fraction, val_seed, index)
     return list(indexed.splits[split]), list(indexed.warnings)
 
 
@@ -450,7 +454,7 @@ def list_split(
     """
     samples, warnings = index_split(root, split, layout, val_fraction, val_seed, index)
     if decode:
-        _, notes = _verify(samples, keep=False)
+        _, notes = verify_samples(samples, keep=False)
         warnings += notes
     else:
         for sample in samples:

@@ -6,8 +6,8 @@ and of box-labelled videos (``VideoFrameDataset``). Its items are those of eithe
 frame with an exact mask). Per item, before the geometric transform:
 
 - with probability ``copy_paste`` a frame gets 1-3 synthetic targets pasted onto its background
-  away from real targets (``utils.synthetic.paste_targets``: exact masks on real clutter);
-- a frame with mined false alarms (``hard_points``, refreshed by ``mine_hard_negatives``) has
+  away from real targets (``utils.data.synthetic.paste_targets``: exact masks on real clutter);
+- a frame with mined false alarms (``hard_points``, refreshed by ``utils.train.mining.mine_hard_negatives``) has
   its crop centred on one of them half of the time.
 
 ``sample_weights`` gives each source its weight's share of the draws, split evenly among its
@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from utils.data.frames import DataError
+from utils.data.synthetic import paste_targets
 
 logger = logging.getLogger(__name__)
 FOCUS_PROB = 0.5        # chance that a frame with mined false alarms is cropped around one of them
 PASTE_COUNT = (1, 3)    # synthetic targets pasted per chosen frame
-CLEAR_PX = 3            # a detection within this many px of a target or box is not a false alarm
 
 
 class MixedTrainSet:
@@ -35,7 +34,7 @@ class MixedTrainSet:
 
     ``parts``: [(source name, dataset)], each dataset built without a transform; ``weights``: one
     positive number per source; ``transform(image, target, focus=None)`` is applied to the
-    frame and the stacked (mask, ignore) target, as ``utils.transforms.TrainTransform`` does.
+    frame and the stacked (mask, ignore) target, as ``utils.data.transforms.TrainTransform`` does.
     """
 
     def __init__(self, parts: Sequence[tuple[str, object]], weights: Sequence[float], transform=None,
@@ -85,8 +84,6 @@ class MixedTrainSet:
         s, j = self.locate(i)
         image, mask, ignore = self.raw(i)
         if self.copy_paste > 0 and float(torch.rand(())) < self.copy_paste:
-            from utils.synthetic import paste_targets
-
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's seeded RNG
             n = int(rng.integers(PASTE_COUNT[0], PASTE_COUNT[1] + 1))
             image, pasted = paste_targets(image, (mask | ignore) > 0, rng, n)
@@ -115,55 +112,3 @@ class MixedTrainSet:
         return weights / weights.sum()
 
 
-def touches_known(comps, known: np.ndarray) -> np.ndarray:
-    """Return bool (n,): which components (``utils.metrics.Components``) lie within CLEAR_PX of a known pixel."""
-    near = cv2.dilate(known.astype(np.uint8), np.ones((2 * CLEAR_PX + 1,) * 2, np.uint8)).ravel() > 0
-    return np.bincount(comps.label, weights=near[comps.index], minlength=comps.n + 1)[1:] > 0
-
-
-def false_alarm_points(prob: np.ndarray, known: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Return K x 2 (row, col) centroids of the components of prob > threshold that touch no known pixel.
-
-    ``known``: H x W bool, the targets and the unknown box pixels; a component within CLEAR_PX of
-    them is not a false alarm.
-    """
-    from utils.metrics import find_components
-
-    comps = find_components(prob > threshold)
-    if comps.n == 0:
-        return np.zeros((0, 2), np.float32)
-    return comps.centroids()[~touches_known(comps, known)].astype(np.float32)
-
-
-def mine_hard_negatives(net, train: MixedTrainSet, device, dtype=None, threshold: float = 0.5,
-                        max_frames: int = 0, seed: int = 0, batch_size: int = 1, progress: bool = False
-                        ) -> dict[int, np.ndarray]:
-    """Return {frame index: K x 2 false-alarm centroids} of net on the training frames (whole native frames).
-
-    ``max_frames`` > 0 scans that many frames drawn with ``seed``; batches group frames of one size.
-    The network is left in eval mode.
-    """
-    import torch
-    from tqdm import tqdm
-
-    from utils.data.dataset import size_batches
-    from utils.runtime import autocast, fixed_algorithms
-
-    indices = np.arange(len(train))
-    if 0 < max_frames < len(train):
-        indices = np.sort(np.random.default_rng(seed).choice(len(train), max_frames, replace=False))
-    sizes = [train.sizes[i] for i in indices]
-    found: dict[int, np.ndarray] = {}
-    net.eval()
-    with torch.no_grad(), fixed_algorithms():
-        for batch in tqdm(size_batches(sizes, batch_size), desc="mine false alarms", leave=False, disable=not progress):
-            frames = [train.raw(int(indices[k])) for k in batch]
-            x = torch.from_numpy(np.stack([f[0] for f in frames]))[:, None].to(device)
-            with autocast(device, dtype or torch.float32):
-                _, t = net(x)
-            probs = torch.sigmoid(t.float())[:, 0].cpu().numpy()
-            for k, prob, (_, mask, ignore) in zip(batch, probs, frames):
-                points = false_alarm_points(prob, (mask | ignore) > 0, threshold)
-                if len(points):
-                    found[int(indices[k])] = points
-    return found

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from utils.cli import EXIT_OK, add_log_level, fail, finite_float, setup_logging
-from utils.data.frames import _THREADS, DataError, Sample, _load_native, _raise_bad
-from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, _index, detect_layout, resolve_data_root
-from utils.data.video import draw_pseudo_masks, format_video_summary, summarize_video
+from utils.data.frames import THREADS, DataError, Sample, load_native, raise_bad
+from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, detect_layout, index_samples, resolve_data_root
+from utils.data.video_summary import draw_pseudo_masks, format_video_summary, summarize_video
 
 
 def summarize(
@@ -33,22 +33,22 @@ def summarize(
     """
     if layout == "video" or (layout is None and detect_layout(resolve_data_root(root)) == "video"):
         return summarize_video(resolve_data_root(root))
-    indexed = _index(root, None, layout, val_fraction, val_seed, index)
+    indexed = index_samples(root, None, layout, val_fraction, val_seed, index)
     splits, official, warnings = indexed.splits, indexed.val_official, indexed.warnings
     unique = {s.image: s for samples in splits.values() for s in samples}
     ordered = sorted(unique.values(), key=lambda s: str(s.image))
 
     def stats(sample: Sample):
         try:
-            grey, mask, notes, kind = _load_native(sample)
+            grey, mask, notes, kind = load_native(sample)
         except DataError as error:
             return None, str(error)
         count, _, cc, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)  # 8-connected targets, as scored
         return (grey.shape, kind, cc[1:, cv2.CC_STAT_AREA].tolist(), notes), None
 
-    with ThreadPoolExecutor(_THREADS) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         results = dict(zip((s.image for s in ordered), pool.map(stats, ordered)))
-    _raise_bad([error for _, error in results.values() if error])
+    raise_bad([error for _, error in results.values() if error])
     info = {path: item for path, (item, _) in results.items()}
     for path in sorted(info, key=str):
         warnings += info[path][3]

@@ -1,4 +1,6 @@
-"""The training loop of run_configs.py: train a run epoch by epoch, validate, checkpoint, test (setup: utils/train_setup.py).
+"""The training loop of run_configs.py: train a run epoch by epoch, validate, checkpoint, test.
+
+Setup (data, network, run folder, resume checks): ``utils.train.setup``; validation: ``utils.train.validate``.
 
 A run lives in one folder: config.json, train.log, TensorBoard events (tb/), val_split.txt,
 last.pt and best.pt (written atomically after every epoch), and summary.json at the end.
@@ -14,29 +16,37 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from models import get_model
-from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, load_checkpoint, rng_state, set_rng_state, unwrap
-from utils.config import TrainConfig, command_line
-from utils.boxscore import inside_grown_box
-from utils.data import IRSTDDataset, VideoFrameDataset, size_batches
-from utils.data.mixture import MixedTrainSet, mine_hard_negatives
+from models import get_model, load_checkpoint
+from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, rng_state, set_rng_state, unwrap
+from utils.data.mixture import MixedTrainSet
+from utils.eval.metrics import THRESHOLD, plain
 from utils.files import write_json
-from utils.losses import LOSS_PARTS, LRRLoss
-from utils.metrics import THRESHOLD, Evaluator
-from utils.predict import default_batch_size, detect_targets
-from utils.runtime import autocast, fixed_algorithms
-from utils.train_log import EpochLog
-from utils.train_setup import (Run, barrier, close_run_log, epoch_seed, for_training, read_last, seed_everything,
-                               setup, train_loader)
-from utils.train_state import TrainState
+from utils.infer.device import autocast
+from utils.infer.predict import default_batch_size
+from utils.train.config import TrainConfig, command_line
+from utils.train.log import EpochLog
+from utils.train.losses import LOSS_PARTS, LRRLoss
+from utils.train.mining import mine_hard_negatives
+from utils.train.setup import (
+    Run,
+    barrier,
+    close_run_log,
+    epoch_seed,
+    for_training,
+    read_last,
+    seed_everything,
+    setup,
+    train_loader,
+)
+from utils.train.state import TrainState
+from utils.train.validate import evaluate, validate
 
-__all__ = ["NonFiniteLoss", "evaluate", "evaluate_boxes", "selection_score", "train", "train_one_epoch", "validate"]
+__all__ = ["NonFiniteLoss", "train", "train_one_epoch"]
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +61,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
           overwrite: bool = False) -> dict:
     """Train a run (new, or resumed from RUN/last.pt) to cfg.epochs; score best.pt and last.pt on test; return the summary.
 
-    A new run refuses a folder that already holds one (utils.config.ConfigError) unless overwrite, which
+    A new run refuses a folder that already holds one (utils.train.config.ConfigError) unless overwrite, which
     removes the old run's files once everything has been checked.
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -189,102 +199,6 @@ def count_skipped(state: TrainState, run: Run, why: str) -> None:
 # ----------------------------------------------------------------------------- validation and test
 
 
-@torch.no_grad()
-def evaluate(net: nn.Module, dataset: IRSTDDataset, device: torch.device, rank: int = 0, world: int = 1,
-             dtype: torch.dtype = torch.float32, progress: bool = False) -> Evaluator:
-    """Return an Evaluator filled with every frame of the dataset at its native size (summed over ranks)."""
-    net.eval()
-    evaluator = Evaluator()
-    for i in tqdm(range(rank, len(dataset), world), desc=f"eval {dataset.split}", leave=False,
-                  disable=not progress or rank != 0):
-        item = dataset[i]
-        with autocast(device, dtype):
-            _, t = net(item["image"][None].to(device))
-        evaluator.update(torch.sigmoid(t.float())[0, 0].cpu().numpy(), item["mask"][0].numpy())
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, evaluator)
-        evaluator = gathered[0]
-        for other in gathered[1:]:
-            evaluator.merge(other)
-    return evaluator
-
-
-@torch.no_grad()
-def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset, device: torch.device, rank: int = 0, world: int = 1,
-                   dtype: torch.dtype = torch.float32, threshold: float = THRESHOLD) -> dict:
-    """Return target-level scores of net on box-labelled frames, as ``cal_from_mask.py --boxes`` counts them.
-
-    A detection (component of prob > threshold) inside the labelled box grown by
-    ``utils.boxscore.GROW_PX`` finds the target; any other detection is a false alarm. Keys: pd,
-    fa_per_frame, frames_with_fa, absent_with_fa (share of target-absent frames with a false
-    alarm), n_frames, n_targets, n_absent.
-    """
-    net.eval()
-    counts = np.zeros(7, np.int64)   # frames, targets, found, false alarms, frames with FA, absent with FA, absent
-    mine = list(range(rank, len(dataset), world))
-    for batch in size_batches([dataset.sizes[i] for i in mine], default_batch_size(device)):
-        items = [dataset[mine[k]] for k in batch]
-        with autocast(device, dtype):
-            _, t = net(torch.stack([item["image"] for item in items]).to(device))
-        probs = torch.sigmoid(t.float())[:, 0].cpu().numpy()
-        for item, prob in zip(items, probs):
-            found = detect_targets(prob, threshold)
-            box = item["box"].numpy()
-            inside = inside_grown_box(np.array([d["x"] for d in found]), np.array([d["y"] for d in found]),
-                                      np.repeat(box[None], len(found), 0))
-            present, n_fa = bool(np.isfinite(box).all()), int((~inside).sum())
-            counts += [1, present, present and bool(inside.any()), n_fa, n_fa > 0, (not present) and n_fa > 0,
-                       not present]
-    if world > 1:
-        total = torch.as_tensor(counts, device=device)
-        dist.all_reduce(total)
-        counts = total.cpu().numpy()
-    frames, targets, hit, fa, frames_fa, absent_fa, absent = (int(c) for c in counts)
-    return {"pd": hit / max(1, targets), "fa_per_frame": fa / max(1, frames), "frames_with_fa": frames_fa / max(1, frames),
-            "absent_with_fa": absent_fa / absent if absent else None, "n_frames": frames, "n_targets": targets,
-            "n_absent": absent}
-
-
-def selection_score(per_source: dict[str, dict]) -> float:
-    """Return the --sources selection score: the mean over sources of val IoU (pixel masks) or, for box-labelled
-    video, Pd - min(false alarms per frame, 1) (docs/protocols.md#general-model)."""
-    terms = [m["iou"] if "iou" in m else m["pd"] - min(m["fa_per_frame"], 1.0) for m in per_source.values()]
-    return float(np.mean(terms))
-
-
-def score_val(net: nn.Module, run: Run) -> dict:
-    """Return val scores of one set of weights: the (first source's) pixel metrics, per-source scores and "score"."""
-    return score_sets(net, run.val_set, run.val_sources, run.device, run.rank, run.world, run.dtype)
-
-
-def score_sets(net: nn.Module, val_set: IRSTDDataset, val_sources: tuple, device: torch.device, rank: int = 0,
-               world: int = 1, dtype: torch.dtype = torch.float32) -> dict:
-    """Return score_val's dict for val_set, or for each (name, val) of val_sources when there are several sources."""
-    if not val_sources:
-        scores = plain(evaluate(net, val_set, device, rank, world, dtype).compute())
-        return {**scores, "score": scores["iou"]}
-    per_source = {}
-    for name, dataset in val_sources:
-        if isinstance(dataset, VideoFrameDataset):
-            per_source[name] = evaluate_boxes(net, dataset, device, rank, world, dtype)
-        else:
-            per_source[name] = plain(evaluate(net, dataset, device, rank, world, dtype).compute())
-    first = per_source[val_sources[0][0]]
-    return {**first, "sources": per_source, "score": selection_score(per_source)}
-
-
-def validate(state: TrainState, run: Run) -> dict:
-    """Return val scores of the raw weights (and the EMA's), and which of them scored the higher selection score
-    (val IoU for one source; the declared combination under --sources)."""
-    candidates = {"raw": state.net, **({"ema": state.ema.module} if state.ema is not None else {})}
-    with fixed_algorithms():     # native frames of many sizes: no cuDNN autotuning per shape
-        results = {name: score_val(net, run) for name, net in candidates.items()}
-    selected = max(results, key=lambda k: results[k]["score"])
-    return {"selected": selected, "selected_iou": results[selected]["iou"],
-            "selected_score": results[selected]["score"], **results}
-
-
 def score_on_test(state: TrainState, run: Run) -> dict:
     """Score best.pt and last.pt once on the test split; write summary.json (rank 0) and return it."""
     cfg, test = run.cfg, run.test_set     # checked at setup, its warnings logged there
@@ -315,11 +229,6 @@ def score_on_test(state: TrainState, run: Run) -> dict:
                 log.info("%s (epoch %d, %s weights): test IoU %.4f nIoU %.4f Pd %.4f Fa %.2fe-6 F1 %.4f",
                          tag, s["epoch"], s["weights"], t["iou"], t["niou"], t["pd"], t["fa"] * 1e6, t["f1"])
     return summary
-
-
-def plain(metrics: dict) -> dict:
-    """Return metrics with numpy scalars turned into Python numbers (JSON and weights_only friendly)."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
 
 
 # ----------------------------------------------------------------------------- checkpoints

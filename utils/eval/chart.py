@@ -1,4 +1,6 @@
-"""A line chart with a logarithmic x axis drawn with OpenCV: the scorer's ROC picture.
+"""The scorers' charts: the ROC of the mask scorer (a logarithmic x axis, drawn with OpenCV) and the box
+scorer's Pd / false-alarms-per-frame curve (``plot_pd_fa``, drawn with matplotlib: its points carry threshold
+labels that are placed and kept apart by matplotlib's annotation layout).
 
 matplotlib takes about 0.5 s of CPU to import and 0.2 s to draw a figure; the scorer's whole
 run on the 664 NUDT-SIRST test frames takes under a second, so its picture is drawn here with
@@ -8,11 +10,14 @@ its size and shrunk with area averaging, which smooths lines and text.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.files import atomic_write
 
 SCALE = 2  # drawn at 2x, shrunk with INTER_AREA: anti-aliasing for free
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -107,3 +112,44 @@ def log_chart(series: list[Series], x_label: str, y_label: str, title: str, y_ra
     _text(image, title, ((left + right) // 2, top - 12 * SCALE), 0.42 * SCALE, anchor="centre")
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
+
+def import_matplotlib() -> None:
+    """Import the Agg canvas and Figure (about 0.5 s of CPU), so that a thread can overlap the import with scoring."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
+def plot_pd_fa(path: str | os.PathLike, report: dict) -> Path:
+    """Write the Pd / false-alarms-per-frame curve (points labelled by threshold) as a PNG atomically; return it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional heavy dependency (0.5 s): imported here
+    from matplotlib.figure import Figure
+
+    curve = report["curve"]
+    fa = np.array([np.nan if v is None else v for v in curve["fa_per_frame"]], np.float64)
+    pd = np.array([np.nan if v is None else v for v in curve["pd"]], np.float64)
+    ok = np.array(curve["meaningful"], bool)
+    figure = Figure(figsize=(6, 4.5), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.plot(fa[ok], pd[ok], "o-", color="tab:blue", label=f"from {curve['source']}")
+    if (~ok).any():
+        axes.plot(fa[~ok], pd[~ok], "o", mfc="none", color="grey",
+                  label=f"t < {curve['meaningful_from']:g}: not meaningful without maps")
+    groups: dict[tuple[float, float], list[float]] = {}  # coinciding points get one label, "t1-t2"
+    for t, x, y, good in zip(curve["thresholds"], fa, pd, ok):
+        if good and np.isfinite(x) and np.isfinite(y):
+            groups.setdefault((float(x), float(y)), []).append(t)
+    for (x, y), ts in groups.items():
+        text = f"{ts[0]:g}" if len(ts) == 1 else f"{ts[0]:g}-{ts[-1]:g}"
+        axes.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    axes.set_xlabel("false alarms per frame")
+    axes.set_ylabel("Pd (targets with a detection in the box + 2 px)")
+    axes.set_ylim(0, 1.02)
+    axes.grid(True, alpha=0.3)
+    axes.legend(loc="lower right", fontsize=7)
+    title = f"Pd / FA over thresholds ({curve['source']})"
+    if curve["source"] == "peaks":
+        title += f": only t >= {curve['meaningful_from']:g} meaningful (no maps)"
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return atomic_write(path, lambda f: figure.savefig(f, format="png"))

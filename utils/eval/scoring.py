@@ -5,14 +5,14 @@ map, as inference.py writes it), else PRED/STEM.mat, else PRED/img/STEM.png, els
 PRED/STEM.png (8-bit probability x 255, read back as /255; an 8-bit PNG holding only 0 and 1 is a
 binary map saved as 0/1 and is read as one, with a warning). PRED/manifest.json, when there,
 must list every map file (``check_one_run``: one inference run per folder). Every frame is scored at its own
-size with ``utils.metrics`` (definitions: docs/metrics.md). A mask whose size differs from
+size with ``utils.eval.metrics`` (definitions: docs/metrics.md). A mask whose size differs from
 its prediction is fitted as ``utils.data`` fits a mask to its frame: same aspect ratio ->
 nearest-neighbour resize and a warning naming the file, otherwise an error.
 
 The "release" protocol reproduces the authors' scoring for comparison with published numbers
 only: prediction (bilinear) and mask (nearest) resized to 512 x 512, detection = pred /
 max(pred) > 0.5 per frame (so every frame's brightest pixel is a detection), and the widely
-copied Pd/Fa that finds false alarms by comparing component areas (``utils.metrics.ReleasePdFa``,
+copied Pd/Fa that finds false alarms by comparing component areas (``utils.eval.metrics.ReleasePdFa``,
 which undercounts them). Its ROC is this project's ROC of the normalised 512 x 512 maps.
 
 No torch here: scoring a folder starts in well under a second.
@@ -20,7 +20,6 @@ No torch here: scoring a folder starts in well under a second.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -37,10 +36,11 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from utils.chart import RED, Series, log_chart
 from utils.data import DataError, Sample, fit_mask, index_split, read_mask, resolve_data_root
-from utils.files import file_sha256, write_json, write_png
-from utils.metrics import THRESHOLD, Evaluator, check_probabilities
+from utils.eval.chart import RED, Series, log_chart
+from utils.eval.metrics import THRESHOLD, Evaluator, check_probabilities
+from utils.files import write_json, write_png
+from utils.infer.record import MAP_FOLDERS, MASK_METRICS, ROC_PNG, RecordError, check_one_run
 
 PROTOCOLS = ("ours", "release")
 SOURCES = ("auto", "mat", "png")
@@ -58,74 +58,7 @@ class ScoringError(ValueError):
 
 log = logging.getLogger("scoring")
 
-# ----------------------------------------------------------------------------- one run per folder
-
-MANIFEST = "manifest.json"  # OUT/manifest.json: what one inference.py run wrote (utils.outputs.write_manifest)
-REPORT_FILES = ("metrics.json", "roc.png", "box_metrics.json", "pd_fa_curve.png")  # written by the scorers
 N_NAMED = 5  # file names quoted in a mixed-runs error
-
-
-def read_manifest(pred_dir: Path) -> dict | None:
-    """Return PRED/manifest.json (None when there is none); ScoringError when it is unreadable."""
-    path = Path(pred_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise ScoringError(f"{path} cannot be read as JSON ({error}): rerun inference.py into that folder with "
-                           "--overwrite") from None
-    if not isinstance(content, dict) or not isinstance(content.get("files"), list):
-        raise ScoringError(f"{path} has no \"files\" list: it was not written by inference.py; rerun inference.py "
-                           "into that folder with --overwrite")
-    return content
-
-
-def _prediction_files(pred_dir: Path) -> list[str]:
-    """Return every map file a scorer could read, relative to pred_dir (posix): mat/*.mat, img/*.png, *.mat, *.png."""
-    names = []
-    for sub, suffix in (("mat", ".mat"), ("", ".mat"), ("img", ".png"), ("", ".png")):
-        folder = pred_dir / sub if sub else pred_dir
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if (entry.name.lower().endswith(suffix) and not entry.name.startswith(".") and entry.is_file()
-                        and not (not sub and entry.name in REPORT_FILES)):
-                    names.append(f"{sub}/{entry.name}" if sub else entry.name)
-    return sorted(names)
-
-
-def check_one_run(pred_dir: Path, kind: str = "maps") -> list[str]:
-    """Check that pred_dir holds the outputs of one inference.py run, as its manifest.json lists them.
-
-    Returns warnings (no manifest: predictions from another tool, not checked); ScoringError when
-    map files are there that the manifest does not list (another run's), or listed ones are missing.
-    kind "maps" checks the probability maps; "boxes" also checks detections.json against its sha256.
-    """
-    pred_dir = Path(pred_dir)
-    manifest = read_manifest(pred_dir)
-    if manifest is None:
-        return [f"{pred_dir} has no {MANIFEST}: its predictions cannot be checked as one run's (files of several "
-                "runs would be mixed silently); inference.py writes one"]
-    listed = {str(f) for f in manifest["files"]}
-    present = _prediction_files(pred_dir)
-    extra = [f for f in present if f not in listed]
-    wanted = [f for f in sorted(listed) if f.endswith((".mat", ".png")) and f.split("/")[0] in ("mat", "img")]
-    missing = [f for f in wanted if not (pred_dir / f).is_file()]
-    fix = ("rerun inference.py into an empty --out (or with --overwrite), or score the folder of one run")
-    if extra:
-        raise ScoringError(f"{pred_dir} mixes runs: {len(extra)} prediction file(s) are not listed in its {MANIFEST} "
-                           f"(another run's or copied in): {', '.join(extra[:N_NAMED])}"
-                           f"{' ...' if len(extra) > N_NAMED else ''}; {fix}")
-    if missing:
-        raise ScoringError(f"{pred_dir} is incomplete: {len(missing)} file(s) listed in its {MANIFEST} are missing: "
-                           f"{', '.join(missing[:N_NAMED])}{' ...' if len(missing) > N_NAMED else ''}; {fix}")
-    if kind == "boxes" and manifest.get("detections_sha256"):
-        path = pred_dir / "detections.json"
-        if path.is_file() and file_sha256(path) != manifest["detections_sha256"]:
-            raise ScoringError(f"{path} is not the one its {MANIFEST} lists (another run's, or edited): {fix}")
-    return []
 
 
 # ----------------------------------------------------------------------------- predictions
@@ -137,9 +70,9 @@ def index_predictions(pred_dir: Path, source: str = "auto") -> dict[str, Path]:
         raise ScoringError(f"prediction folder {pred_dir} does not exist: pass the --out folder of inference.py")
     places = []
     if source in ("auto", "mat"):
-        places += [(pred_dir / "mat", ".mat"), (pred_dir, ".mat")]
+        places += [(pred_dir / "mat", MAP_FOLDERS["mat"][0]), (pred_dir, ".mat")]
     if source in ("auto", "png"):
-        places += [(pred_dir / "img", ".png"), (pred_dir, ".png")]
+        places += [(pred_dir / "img", MAP_FOLDERS["img"][0]), (pred_dir, ".png")]
     found: dict[str, Path] = {}
     for folder, suffix in places:
         if not folder.is_dir():
@@ -443,7 +376,10 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     no_mask = [s.name for s in samples if s.mask is None]
     if no_mask:
         raise ScoringError(f"{len(no_mask)} frame(s) of split {split} in {root} have no mask:\n{_listing(no_mask)}")
-    run_notes = check_one_run(Path(pred_dir))
+    try:
+        run_notes = check_one_run(Path(pred_dir))   # one inference run a folder (utils.infer.record)
+    except RecordError as error:
+        raise ScoringError(str(error)) from None
     found = index_predictions(pred_dir, source)
     missing = [s.name for s in samples if s.name not in found]
     if missing and not allow_missing:
@@ -471,8 +407,8 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
 
 def write_report(scored: Scored, pred_dir: Path, split: str, out: Path, json_path: Path | None = None) -> Path:
     """Write metrics.json and roc.png for a Scored result; return the metrics.json path."""
-    json_path = json_path if json_path is not None else out / "metrics.json"
+    json_path = json_path if json_path is not None else out / MASK_METRICS
     write_json(json_path, scored.report(pred_dir, split))
     title = f"{pred_dir.name or pred_dir} on {scored.root.name}/{split} ({scored.metrics['protocol']})"
-    plot_roc(out / "roc.png", scored.roc, scored.metrics, title)
+    plot_roc(out / ROC_PNG, scored.roc, scored.metrics, title)
     return json_path

@@ -1,7 +1,7 @@
 """Run a network over frames on disk or over videos and write every frame's outputs (what ``inference.py`` does).
 
 Frames (``run_on_samples``) are decoded on a thread pool ahead of the network, batched by size,
-and written on the same pool behind it (``utils.outputs``), so neither the disk nor the encoder
+and written on the same pool behind it (``utils.infer.writers``), so neither the disk nor the encoder
 waits for the network. Videos (``run_on_video``) stream: a decoding thread keeps a few batches
 ahead, and nothing holds a whole video. An unreadable frame or video is named and skipped; the
 others are still written.
@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from utils.data import DataError, Sample, fit_mask, frame_to_unit, read_frame, read_mask
 from utils.data.video import VIDEO_EXTENSIONS, iter_video_frames, open_video, video_files
 from utils.files import write_png
-from utils.outputs import VideoOverlay, overlay_image, to_uint8, write_frame_maps
-from utils.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
-from utils.runtime import Predictor
+from utils.infer.device import Predictor
+from utils.infer.predict import PredictOptions, TemporalConfirmer, detect_targets, plan_batches, predict_maps
+from utils.infer.record import MAP_FOLDERS, map_path, video_map_path
+from utils.infer.writers import VideoOverlay, overlay_image, to_uint8, write_frame_maps
 
 READ_AHEAD = 2  # batches decoded ahead of the network
 WRITE_QUEUE = 16  # frames waiting to be written before the network waits for the writers
@@ -70,7 +72,7 @@ def _write_frame(out: Path, sample: Sample, frame: np.ndarray, prob: np.ndarray,
     write_frame_maps(out, sample.name, prob, recon)
     if overlay:
         mask, notes, error = _read_mask(sample, frame.shape)
-        write_png(out / "overlay" / f"{sample.name}.png", overlay_image(frame, mask, prob, recon, opts.threshold))
+        write_png(map_path(out, sample.name, "overlay"), overlay_image(frame, mask, prob, recon, opts.threshold))
     entry = {"size_hw": list(frame.shape), "targets": detect_targets(prob, opts.threshold)}
     return entry, notes, error
 
@@ -94,7 +96,7 @@ def run_on_samples(predictor: Predictor, samples: Sequence[Sample], out: Path, o
                    overlay: bool = False, sixteen_bit: str = "range", progress: bool = True) -> Report:
     """Run the network on every sample and write its outputs under out; return the Report (frames in sample order)."""
     report = Report()
-    for sub in ("mat", "img") + (("overlay",) if overlay else ()):
+    for sub in [k for k in MAP_FOLDERS if overlay or k != "overlay"]:
         (out / sub).mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(samples), desc="inference", unit="frame", disable=None if progress else True, file=sys.stderr)
     with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
@@ -190,8 +192,6 @@ def list_videos(path: Path, out: Path | None = None) -> list[Path]:
 
 def video_info(path: Path) -> tuple[int, float]:
     """Return (frame count as the container states it, frames per second); DataError when OpenCV cannot open it."""
-    import cv2
-
     capture = open_video(path)
     try:
         return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))), float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -201,7 +201,7 @@ def video_info(path: Path) -> tuple[int, float]:
 
 @dataclass
 class VideoReport:
-    """What one video gave: processed frames as (keys, entry) for utils.outputs.write_detections, the error if any."""
+    """What one video gave: processed frames as (keys, entry) for utils.infer.writers.write_detections, the error if any."""
 
     frames: list[tuple[dict, dict]] = field(default_factory=list)
     error: str | None = None  # the video could not be read (at all, or from some frame on)
@@ -277,7 +277,7 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
                     if overlay:
                         sink.write(frame, targets)
                     if save_maps:
-                        write_png(out / "img" / f"{stem}_{index:06d}.png", to_uint8(prob))
+                        write_png(video_map_path(out, stem, index), to_uint8(prob))
                 bar.update(len(item))
     except _Stopped:
         pass

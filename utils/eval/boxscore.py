@@ -1,12 +1,11 @@
 """Target-level scoring of video detections against box labels: Pd, false alarms per frame, a Pd/FA curve.
 
 Inputs
-- Labels: a CSV ``video,frame,x,y,w,h`` (datasets/IR-Drone-Video/labels.csv): ``frame``
-  0-based in decoding order, the box in pixel-EDGE coordinates (pixel column i spans [i, i + 1)),
-  x, y, w, h all empty when the target is absent from the frame; at most one target per frame.
+- Labels: a CSV ``video,frame,x,y,w,h`` (datasets/IR-Drone-Video/labels.csv), read by
+  ``utils.data.labels.read_box_labels`` (its rules: one target a frame, pixel-edge boxes).
   The class of a video is the second '_'-separated field of its name (IR_BIRD_001 -> BIRD; a
   name without one is its own class).
-- Predictions: PRED/detections.json as the video inference writes it (utils.outputs.write_detections):
+- Predictions: PRED/detections.json as the video inference writes it (``utils.infer.record``):
   "frames" lists every processed frame, {"video", "frame", "size_hw", "targets": [...]}, each target
   with x, y = its component's centroid in pixel-CENTRE coordinates (pixel column i has x = i) and
   peak_prob. The JSON is required: a frame without detections has no row in detections.csv, so
@@ -14,15 +13,8 @@ Inputs
   (8-bit round(255 p), 6-digit frame) feed the curve.
 
 Rules
-- Coordinates: a centroid (cx, cy) in centre coordinates lies at (cx + 0.5, cy + 0.5) in edge
-  coordinates. The box (x, y, w, h) grown by GROW_PX = 2 px on every side is [x - 2, x + w + 2] x
-  [y - 2, y + h + 2] in edge coordinates, borders included, so the centroid is inside when
-  x - 2.5 <= cx <= x + w + 1.5 and y - 2.5 <= cy <= y + h + 1.5 (with a 1e-6 px tolerance for
-  the 3-decimal rounding of labels and CSV centroids).
-- A labelled target is detected when at least one detection's centroid is inside its grown box.
-  Every detection inside the grown box belongs to the target (a large airframe may split into
-  parts): none of them is a false alarm, and the target counts once. Every other detection is a
-  false alarm; in a target-absent frame every detection is a false alarm.
+- Matching and counting: ``utils.eval.boxes`` (the centroid inside the label box grown by 2 px;
+  ``BoxCounts``), the rule every box-level number of the project uses.
 - A detection counts at threshold t when its peak_prob >= t (default t = 0.5). The inference
   detects components of p > 0.5, so t < 0.5 needs the maps: then the numbers come from the maps'
   components at t (below), and without maps such a t is refused.
@@ -30,16 +22,14 @@ Rules
   without a label and labels of the scored videos without a processed frame (e.g. the one extra
   label of 57 IR-Drone-Video videos, or the frames skipped by inference --every) are counted and
   named, not scored. Labels of videos absent from the predictions are out of scope (counted).
-- Reported per class and overall: pd = detected targets / labelled targets; fa_per_frame = false
-  alarms / scored frames; frames_with_fa = fraction of scored frames with >= 1 false alarm;
-  absent_frames_with_fa = the same over target-absent frames; n_frames, n_targets,
-  n_absent_frames and the raw counts. A fraction with a zero denominator is null.
+- Reported per class and overall: ``BoxCounts.compute()`` (pd, fa_per_frame, frames_with_fa,
+  absent_frames_with_fa and the raw counts; a fraction with a zero denominator is null).
 - Pd by target size (``per_size``): the labelled targets grouped by the longer side of their
   box as labelled (before growing), < 16 px, 16 to < 32 px ("16-32 px") and >= 32 px, each
   with its Pd, targets and detected targets. False alarms have no target size and are not split.
 - Curve over t = 0.05, 0.10, ..., 0.95: from the maps when every scored frame has one (8-connected
   components of the pixels with 8-bit value v >= ceil(255 t), i.e. v / 255 >= t, via
-  utils.metrics.find_components; centroid rule as above), otherwise from the detections'
+  utils.eval.metrics.find_components; centroid rule as above), otherwise from the detections'
   peak_prob (only t >= the inference threshold, 0.5, is then meaningful: below it every
   detection counts, as at 0.5; the JSON and the plot say so).
 
@@ -53,201 +43,55 @@ No torch here (numpy and OpenCV only; matplotlib only when drawing).
 """
 from __future__ import annotations
 
-import csv
-import json
-import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.data import DataError
+from utils.data.labels import Labels, frame_name, read_box_labels
 from utils.data.video import target_class
-from utils.files import atomic_write, write_json
-from utils.metrics import find_components
+from utils.eval.boxes import GROW_PX, frame_outcomes, inside_grown_box, summarise
+from utils.eval.chart import plot_pd_fa
+from utils.eval.metrics import THRESHOLD, find_components
+from utils.eval.reviews import REVIEW_RADIUS_PX, assign_review, read_review
+from utils.files import write_json
+from utils.infer.record import (
+    BOX_METRICS,
+    PD_FA_PNG,
+    Detections,
+    RecordError,
+    check_one_run,
+    read_detections,
+    video_map_path,
+)
 
-GROW_PX = 2.0  # the label box is grown by this many pixels on every side
-TOLERANCE_PX = 1e-6  # borders are inclusive up to float rounding of 3-decimal coordinates
-DEFAULT_THRESHOLD = 0.5  # the inference's own threshold (p > 0.5): the peak_prob rule is exact from here up
+DEFAULT_THRESHOLD = THRESHOLD  # the inference's own threshold (p > 0.5): the peak_prob rule is exact from here up
 CURVE_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.10, ..., 0.95
 CURVE_SOURCES = ("auto", "maps", "peaks")
-LABEL_COLUMNS = ("video", "frame", "x", "y", "w", "h")
 N_NAMED = 10  # names listed for unmatched frames before the count
 MAP_CHUNK = 64  # maps read ahead at a time (bounds memory)
 SIZE_EDGES_PX = (16.0, 32.0)  # per_size groups: longer box side < 16, 16 <= side < 32, >= 32 px
 SIZE_NAMES = ("< 16 px", "16-32 px", ">= 32 px")
-REVIEW_COLUMNS = ("id", "video", "frame", "x", "y", "peak_prob", "absent", "verdict", "note")
-VERDICTS = ("object", "clutter", "")  # object: a real object the labels do not box; "": not reviewed
-REVIEW_RADIUS_PX = 3.0  # a false alarm is the reviewed one when its centroid lies this close, same frame
-METRIC_KEYS = ("pd", "fa_per_frame", "frames_with_fa", "absent_frames_with_fa", "n_frames", "n_targets",
-               "n_absent_frames", "n_detected", "n_false_alarms", "n_frames_with_fa", "n_absent_frames_with_fa")
 
 
 class BoxScoreError(ValueError):
     """A problem with the labels or the predictions; the message names the file and the fix."""
 
 
-Box = tuple[float, float, float, float]  # x, y, w, h in pixel-edge coordinates
-
-
-def frame_name(video: str, frame: int) -> str:
-    """Return 'VIDEO:FRAME', the name of a frame in messages and reports."""
-    return f"{video}:{frame}"
-
-
 # ----------------------------------------------------------------------------- reading
-
-
-def _read_csv(path: Path, what: str, fix: str) -> list[list[str]]:
-    """Return the CSV file's rows (a UTF-8 byte-order mark, as spreadsheets write, is dropped); BoxScoreError naming
-    the file (as ``what``) and the fix when it cannot be read or is not UTF-8 CSV."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return list(csv.reader(handle))
-    except OSError as error:
-        raise BoxScoreError(f"cannot read {what} {path} ({error.strerror or error}): {fix}") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise BoxScoreError(f"{what} {path} is not UTF-8 CSV ({error}): save it as CSV UTF-8") from None
-
-
-def read_box_labels(path: str | Path) -> dict[tuple[str, int], Box | None]:
-    """Return {(video, frame): (x, y, w, h) in pixel-edge coordinates, or None when the target is absent}."""
-    path = Path(path)
-    rows = _read_csv(path, "labels", "pass the labels.csv of the video dataset with --boxes")
-    labels: dict[tuple[str, int], Box | None] = {}
-    header = rows[0] if rows else None
-    if header is None or [h.strip() for h in header[:6]] != list(LABEL_COLUMNS):
-        raise BoxScoreError(f"labels {path} line 1: header {','.join(header or [])!r} is not "
-                            f"{','.join(LABEL_COLUMNS)}: pass a box-label CSV with --boxes")
-    for line, row in enumerate(rows[1:], 2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        key, box = _parse_label_row(path, line, row)
-        if key in labels:
-            raise BoxScoreError(f"labels {path} line {line}: a second label for {frame_name(*key)} (at most one "
-                                "target per frame): remove the duplicate row")
-        labels[key] = box
-    if not labels:
-        raise BoxScoreError(f"labels {path} has no rows: pass the labels.csv of the video dataset")
-    return labels
-
-
-def _parse_label_row(path: Path, line: int, row: list[str]) -> tuple[tuple[str, int], Box | None]:
-    """Return ((video, frame), box or None) for one CSV row; BoxScoreError naming the line otherwise."""
-    where = f"labels {path} line {line}"
-    if len(row) < 6:
-        raise BoxScoreError(f"{where}: {len(row)} fields, expected 6 ({','.join(LABEL_COLUMNS)}): fix the row")
-    video, frame_text, *values = (cell.strip() for cell in row[:6])
-    if not video:
-        raise BoxScoreError(f"{where}: empty video name: fix the row")
-    try:
-        frame = int(frame_text)
-    except ValueError:
-        frame = -1
-    if frame < 0:
-        raise BoxScoreError(f"{where}: frame {frame_text!r} is not a 0-based frame index: fix the row")
-    if all(v == "" for v in values):
-        return (video, frame), None
-    try:
-        x, y, w, h = (float(v) for v in values)
-    except ValueError:
-        raise BoxScoreError(f"{where}: box {','.join(values)!r} is not four numbers (or four empty fields for "
-                            "an absent target): fix the row") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
-        raise BoxScoreError(f"{where}: box {','.join(values)!r} needs finite x, y and w, h >= 0: fix the row")
-    return (video, frame), (x, y, w, h)
-
-
-@dataclass
-class Detections:
-    """The processed frames of a prediction folder and their detections, as flat arrays."""
-
-    frames: list[tuple[str, int]]  # every processed frame, in file order
-    sizes: list[tuple[int, int]]  # its (h, w)
-    frame_of: np.ndarray  # (D,) int64 index into frames of each detection
-    x: np.ndarray  # (D,) centroid column, pixel-centre coordinates
-    y: np.ndarray  # (D,) centroid row, pixel-centre coordinates
-    peak: np.ndarray  # (D,) peak probability
-    pred_dir: Path
-    min_threshold: float = DEFAULT_THRESHOLD  # the inference's threshold: peak_prob is meaningful from here up
-    errors: list[str] = field(default_factory=list)  # what the inference reported as failed (videos or frames)
-    maps_saved: bool | None = None  # the run's --save-maps (None: not recorded); False: maps in img/ are not this run's
-    confirm: str | None = None  # the run's --confirm K/N: its maps are from before confirmation
-
-
-def read_detections(pred_dir: str | Path) -> Detections:
-    """Return the Detections of PRED/detections.json (every processed frame, with or without targets)."""
-    pred_dir = Path(pred_dir)
-    path = pred_dir / "detections.json"
-    if not path.is_file():
-        if (pred_dir / "detections.csv").is_file():
-            raise BoxScoreError(f"{path} is missing, only detections.csv is there: the frame list in detections.json "
-                                "is needed (frames without detections have no CSV row); rerun the video inference")
-        raise BoxScoreError(f"no detections.json in {pred_dir}: pass the --out folder of inference.py --video")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise BoxScoreError(f"{path} cannot be read as JSON ({error}): rerun the video inference") from None
-    if not isinstance(content, dict) or not isinstance(content.get("frames"), list):
-        raise BoxScoreError(f"{path} has no \"frames\" list: write it with inference.py --video")
-    frames, sizes, seen = [], [], set()
-    frame_of, xs, ys, peaks = [], [], [], []
-    for i, entry in enumerate(content["frames"]):
-        try:
-            key = (str(entry["video"]), int(entry["frame"]))
-            h, w = (int(v) for v in entry.get("size_hw", (0, 0)))
-            targets = entry["targets"]
-            rows = [(float(t["x"]), float(t["y"]), float(t["peak_prob"])) for t in targets]
-        except (KeyError, TypeError, ValueError) as error:
-            raise BoxScoreError(f"{path}: frames[{i}] lacks video, frame, targets or a target's x, y, peak_prob "
-                                f"({type(error).__name__}: {error}): rerun the video inference") from None
-        if key in seen:
-            raise BoxScoreError(f"{path}: frame {frame_name(*key)} is listed twice (frames[{i}]): rerun the video "
-                                "inference into an empty folder")
-        seen.add(key)
-        index = len(frames)
-        frames.append(key)
-        sizes.append((h, w))
-        for x, y, peak in rows:
-            frame_of.append(index)
-            xs.append(x)
-            ys.append(y)
-            peaks.append(peak)
-    errors = content.get("errors") or []
-    errors = [str(e.get("video", e.get("frame", e))) if isinstance(e, dict) else str(e)
-              for e in (list(errors) if isinstance(errors, dict) else errors)]
-    threshold = content.get("threshold", DEFAULT_THRESHOLD)
-    threshold = float(threshold) if isinstance(threshold, (int, float)) else DEFAULT_THRESHOLD
-    maps_saved = content.get("save_maps") if isinstance(content.get("save_maps"), bool) else None
-    confirm = content.get("confirm") if isinstance(content.get("confirm"), str) else None
-    return Detections(frames, sizes, np.asarray(frame_of, np.int64), np.asarray(xs, np.float64),
-                      np.asarray(ys, np.float64), np.asarray(peaks, np.float64), pred_dir, threshold, errors,
-                      maps_saved, confirm)
 
 
 # ----------------------------------------------------------------------------- matching
 
 
-def inside_grown_box(cx: np.ndarray, cy: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Return bool (N,): centre-coordinate centroids inside their N x 4 edge-coordinate boxes grown by GROW_PX.
-
-    A NaN box (target absent) contains nothing.
-    """
-    cx, cy, boxes = np.asarray(cx, np.float64), np.asarray(cy, np.float64), np.asarray(boxes, np.float64)
-    x, y, w, h = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    ex, ey = cx + 0.5, cy + 0.5  # centre -> edge coordinates
-    return ((ex >= x - GROW_PX - TOLERANCE_PX) & (ex <= x + w + GROW_PX + TOLERANCE_PX)
-            & (ey >= y - GROW_PX - TOLERANCE_PX) & (ey <= y + h + GROW_PX + TOLERANCE_PX))
-
-
 def _counts(frame_of: np.ndarray, t_index: np.ndarray, inside: np.ndarray, n_frames: int, n_t: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """Return (detected F x T bool, false alarms F x T int) from counted detections (frame, threshold index)."""
-    flat = frame_of * n_t + t_index
-    hits = np.bincount(flat[inside], minlength=n_frames * n_t).reshape(n_frames, n_t)
-    fa = np.bincount(flat[~inside], minlength=n_frames * n_t).reshape(n_frames, n_t)
-    return hits > 0, fa.astype(np.int64)
+    detected, fa = frame_outcomes(frame_of * n_t + t_index, inside, n_frames * n_t)   # one (frame, t) a cell
+    return detected.reshape(n_frames, n_t), fa.reshape(n_frames, n_t)
 
 
 def _peak_counts(frame_of: np.ndarray, inside: np.ndarray, peak: np.ndarray, thresholds: np.ndarray,
@@ -256,11 +100,6 @@ def _peak_counts(frame_of: np.ndarray, inside: np.ndarray, peak: np.ndarray, thr
     keep = peak[:, None] >= thresholds[None, :]  # D x T
     det, t_index = np.nonzero(keep)
     return _counts(frame_of[det], t_index, inside[det], n_frames, len(thresholds))
-
-
-def map_path(pred_dir: Path, video: str, frame: int) -> Path:
-    """Return PRED/img/VIDEO_FFFFFF.png, where the video inference saves a frame's 8-bit probability map."""
-    return Path(pred_dir) / "img" / f"{video}_{frame:06d}.png"
 
 
 def _levels(thresholds: np.ndarray) -> np.ndarray:
@@ -303,7 +142,7 @@ def _map_counts(pred_dir: Path, frames: list[tuple[str, int]], sizes: list[tuple
     """Return (detected, false alarms), F x T, from the components of each frame's saved map at each threshold."""
     levels = _levels(thresholds)
     f_idx, t_idx, xs, ys = [], [], [], []
-    paths = [map_path(pred_dir, v, f) for v, f in frames]
+    paths = [video_map_path(pred_dir, v, f) for v, f in frames]
     with ThreadPoolExecutor(max(1, workers)) as pool:  # cv2.imread releases the GIL
         for start in range(0, len(frames), MAP_CHUNK):
             chunk = range(start, min(start + MAP_CHUNK, len(frames)))
@@ -326,26 +165,6 @@ def _map_counts(pred_dir: Path, frames: list[tuple[str, int]], sizes: list[tuple
 # ----------------------------------------------------------------------------- summaries
 
 
-def _ratio(num: float, den: float) -> float | None:
-    """Return num / den, or None when den is 0 (undefined, not zero)."""
-    return float(num) / float(den) if den else None
-
-
-def summarise(has_target: np.ndarray, detected: np.ndarray, n_fa: np.ndarray) -> dict:
-    """Return the METRIC_KEYS for frames with has_target (F,), detected (F,) and false-alarm counts (F,)."""
-    has_target, detected, n_fa = np.asarray(has_target, bool), np.asarray(detected, bool), np.asarray(n_fa)
-    n_frames, n_targets = int(has_target.size), int(has_target.sum())
-    n_detected = int((detected & has_target).sum())
-    with_fa = n_fa > 0
-    n_with_fa, n_absent_with_fa = int(with_fa.sum()), int((with_fa & ~has_target).sum())
-    return {"pd": _ratio(n_detected, n_targets), "fa_per_frame": _ratio(int(n_fa.sum()), n_frames),
-            "frames_with_fa": _ratio(n_with_fa, n_frames),
-            "absent_frames_with_fa": _ratio(n_absent_with_fa, n_frames - n_targets),
-            "n_frames": n_frames, "n_targets": n_targets, "n_absent_frames": n_frames - n_targets,
-            "n_detected": n_detected, "n_false_alarms": int(n_fa.sum()), "n_frames_with_fa": n_with_fa,
-            "n_absent_frames_with_fa": n_absent_with_fa}
-
-
 def _by_class(classes: np.ndarray, has_target: np.ndarray, detected: np.ndarray, n_fa: np.ndarray) -> dict:
     """Return {class: summarise(...)} over the frames of each class, classes sorted."""
     return {c: summarise(has_target[classes == c], detected[classes == c], n_fa[classes == c])
@@ -358,7 +177,7 @@ def _by_size(boxes: np.ndarray, has_target: np.ndarray, detected: np.ndarray) ->
     group = np.digitize(np.fmax(boxes[has_target, 2], boxes[has_target, 3]), SIZE_EDGES_PX)   # 0: < 16, 1: [16, 32)
     n_targets = np.bincount(group, minlength=len(SIZE_NAMES))
     n_detected = np.bincount(group, weights=np.asarray(detected, bool)[has_target], minlength=len(SIZE_NAMES))
-    return {name: {"pd": _ratio(int(d), int(n)), "n_targets": int(n), "n_detected": int(d)}
+    return {name: {"pd": int(d) / int(n) if n else None, "n_targets": int(n), "n_detected": int(d)}
             for name, n, d in zip(SIZE_NAMES, n_targets, n_detected)}
 
 
@@ -410,7 +229,7 @@ class Matched:
     pred_videos: set
 
 
-def match(labels: dict[tuple[str, int], Box | None], detections: Detections) -> Matched:
+def match(labels: Labels, detections: Detections) -> Matched:
     """Return the scored frames and their detections matched to the label boxes (the rules above)."""
     pred_videos = {v for v, _ in detections.frames}
     label_videos = {v for v, _ in labels}
@@ -453,51 +272,6 @@ def false_alarm_rows(m: Matched, threshold: float = DEFAULT_THRESHOLD) -> list[d
     return rows
 
 
-def read_review(path: str | Path) -> dict[tuple[str, int], list[tuple[float, float, str, str]]]:
-    """Return {(video, frame): [(x, y, verdict, note), ...]} from a review CSV (REVIEW_COLUMNS; ``python -m utils.review``
-    writes it, a person fills in the verdicts: object, clutter or empty)."""
-    path = Path(path)
-    rows = _read_csv(path, "review", "pass the false_alarms.csv that python -m utils.review wrote, with its verdicts "
-                     "filled in")
-    header = [h.strip() for h in rows[0]] if rows else []
-    missing = [c for c in ("video", "frame", "x", "y", "verdict") if c not in header]
-    if missing:
-        raise BoxScoreError(f"review {path} line 1: no {', '.join(missing)} column(s): pass the false_alarms.csv "
-                            "that python -m utils.review wrote")
-    column = {name: header.index(name) for name in ("video", "frame", "x", "y", "verdict", "note") if name in header}
-    review: dict[tuple[str, int], list[tuple[float, float, str, str]]] = {}
-    for line, cells in enumerate(rows[1:], 2):
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        row = {name: (cells[k].strip() if k < len(cells) else "") for name, k in column.items()}
-        where = f"review {path} line {line}"
-        verdict = row["verdict"].lower()
-        if verdict not in VERDICTS:
-            raise BoxScoreError(f"{where}: verdict {row['verdict']!r} is not object, clutter or empty: fix the row")
-        try:
-            frame, x, y = int(row["frame"]), float(row["x"]), float(row["y"])
-            valid = bool(row["video"]) and frame >= 0 and math.isfinite(x) and math.isfinite(y)
-        except ValueError:
-            valid = False
-        if not valid:
-            raise BoxScoreError(f"{where}: video, frame, x, y {row['video']!r}, {row['frame']!r}, {row['x']!r}, "
-                                f"{row['y']!r} are not a name, a 0-based frame and two finite numbers: fix the row")
-        review.setdefault((row["video"], frame), []).append((x, y, verdict, row.get("note", "")))
-    return review
-
-
-def nearest_review(review: dict, key: tuple[str, int], x: float, y: float,
-                   radius: float = REVIEW_RADIUS_PX) -> tuple[float, float, str, str] | None:
-    """Return the review row of frame ``key`` nearest to (x, y), whatever its verdict, when within radius px; else
-    None. The nearest row decides: a false alarm on a clutter row stays clutter beside an object 2 px away."""
-    rows = review.get(key)
-    if not rows:
-        return None
-    d2 = ((np.asarray([r[:2] for r in rows], np.float64) - (x, y)) ** 2).sum(1)
-    k = int(np.argmin(d2))
-    return rows[k] if d2[k] <= radius ** 2 else None
-
-
 def check_review_threshold(threshold: float, detections: Detections) -> None:
     """BoxScoreError unless the threshold lies in [the run's inference threshold, 1]: a review applies to the
     detections (components of p > that threshold), not to the maps."""
@@ -506,18 +280,6 @@ def check_review_threshold(threshold: float, detections: Detections) -> None:
         raise BoxScoreError(f"threshold {threshold:g}: a review applies to the detections, threshold >= {low:g} "
                             f"(the run kept components of p > {low:g}): pass a threshold in [{low:g}, 1], or score "
                             "without --reviewed")
-
-
-def assign_review(review: dict, points) -> tuple[list, set]:
-    """Return, for points (frame key, x, y), each one's nearest review row within REVIEW_RADIUS_PX (None when none
-    is near), and the set of (frame key, (x, y)) of the review rows so taken."""
-    hits, taken = [], set()
-    for key, x, y in points:
-        hit = nearest_review(review, key, x, y)
-        hits.append(hit)
-        if hit is not None:
-            taken.add((key, hit[:2]))
-    return hits, taken
 
 
 def _counted_apart(m: Matched, review: dict, threshold: float, detected: np.ndarray, n_fa: np.ndarray) -> dict:
@@ -536,7 +298,7 @@ def _counted_apart(m: Matched, review: dict, threshold: float, detected: np.ndar
             **summarise(m.has_target, detected, rest), "per_class": _by_class(m.classes, m.has_target, detected, rest)}
 
 
-def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detections,
+def score_boxes(labels: Labels, detections: Detections,
                 threshold: float = DEFAULT_THRESHOLD, curve: str = "auto", workers: int = 2,
                 review: dict | None = None) -> dict:
     """Return the report: overall METRIC_KEYS (fractions, per frame), per_class, per_size, curve, unmatched frames
@@ -562,7 +324,7 @@ def score_boxes(labels: dict[tuple[str, int], Box | None], detections: Detection
     if detections.maps_saved is False:  # maps in img/ (if any) were written by another run into this folder
         missing_maps = [frame_name(*k) for k in frames]
     else:
-        missing_maps = [frame_name(*k) for k in frames if not map_path(detections.pred_dir, *k).is_file()]
+        missing_maps = [frame_name(*k) for k in frames if not video_map_path(detections.pred_dir, *k).is_file()]
     if curve == "maps" and missing_maps:
         raise BoxScoreError(f"{len(missing_maps)} of {n} scored frame(s) have no map in {detections.pred_dir / 'img'} "
                             f"(first {missing_maps[0]}): rerun inference.py --video --save-maps, or use --curve peaks")
@@ -633,14 +395,13 @@ RULES = ("centroid (cx, cy) in pixel-centre coordinates is inside box (x, y, w, 
 def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: float = DEFAULT_THRESHOLD,
                      curve: str = "auto", workers: int = 2, review_csv: str | Path | None = None) -> dict:
     """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added."""
-    from utils.scoring import ScoringError, check_one_run  # one run per folder: PRED/manifest.json
-
     try:
-        run_notes = check_one_run(Path(pred_dir), "boxes") if Path(pred_dir).is_dir() else []
-    except ScoringError as error:
+        run_notes = check_one_run(Path(pred_dir), "boxes") if Path(pred_dir).is_dir() else []   # one run a folder
+        review = read_review(review_csv) if review_csv is not None else None
+        labels, detections = read_box_labels(labels_csv), read_detections(pred_dir)
+    except (DataError, RecordError) as error:
         raise BoxScoreError(str(error)) from None
-    review = read_review(review_csv) if review_csv is not None else None
-    report = score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), threshold, curve, workers, review)
+    report = score_boxes(labels, detections, threshold, curve, workers, review)
     if review is not None:
         report["counted_apart"]["review"] = str(review_csv)
     report["notes"] = run_notes + report["notes"]
@@ -688,51 +449,9 @@ def format_box_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def import_matplotlib() -> None:
-    """Import the Agg canvas and Figure (about 0.5 s of CPU), so that a thread can overlap the import with scoring."""
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
-
-
-def plot_pd_fa(path: str | Path, report: dict) -> Path:
-    """Write the Pd / false-alarms-per-frame curve (points labelled by threshold) as a PNG atomically; return it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg, no display; imported only here
-    from matplotlib.figure import Figure
-
-    curve = report["curve"]
-    fa = np.array([np.nan if v is None else v for v in curve["fa_per_frame"]], np.float64)
-    pd = np.array([np.nan if v is None else v for v in curve["pd"]], np.float64)
-    ok = np.array(curve["meaningful"], bool)
-    figure = Figure(figsize=(6, 4.5), dpi=120)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.plot(fa[ok], pd[ok], "o-", color="tab:blue", label=f"from {curve['source']}")
-    if (~ok).any():
-        axes.plot(fa[~ok], pd[~ok], "o", mfc="none", color="grey",
-                  label=f"t < {curve['meaningful_from']:g}: not meaningful without maps")
-    groups: dict[tuple[float, float], list[float]] = {}  # coinciding points get one label, "t1-t2"
-    for t, x, y, good in zip(curve["thresholds"], fa, pd, ok):
-        if good and np.isfinite(x) and np.isfinite(y):
-            groups.setdefault((float(x), float(y)), []).append(t)
-    for (x, y), ts in groups.items():
-        text = f"{ts[0]:g}" if len(ts) == 1 else f"{ts[0]:g}-{ts[-1]:g}"
-        axes.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
-    axes.set_xlabel("false alarms per frame")
-    axes.set_ylabel("Pd (targets with a detection in the box + 2 px)")
-    axes.set_ylim(0, 1.02)
-    axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=7)
-    title = f"Pd / FA over thresholds ({curve['source']})"
-    if curve["source"] == "peaks":
-        title += f": only t >= {curve['meaningful_from']:g} meaningful (no maps)"
-    axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    return atomic_write(path, lambda f: figure.savefig(f, format="png"))
-
-
 def write_box_report(report: dict, out: str | Path, json_path: str | Path | None = None) -> tuple[Path, Path]:
     """Write the report JSON (default OUT/box_metrics.json) and OUT/pd_fa_curve.png; return both paths."""
     out = Path(out)
-    json_path = Path(json_path) if json_path is not None else out / "box_metrics.json"
+    json_path = Path(json_path) if json_path is not None else out / BOX_METRICS
     write_json(json_path, report)
-    return json_path, plot_pd_fa(out / "pd_fa_curve.png", report)
+    return json_path, plot_pd_fa(out / PD_FA_PNG, report)

@@ -1,7 +1,7 @@
 """Prediction: LRRNet on frames of any size and bit depth -> probability map T, reconstruction D, targets.
 
     from models import load_model
-    from utils.predict import predict_frame
+    from utils.infer.predict import predict_frame
     from utils.verify import load_verification
     net, meta = load_model("checkpoints/lrrnet_sirst_v1.pt")   # ours, or the authors' raw state_dict
     result = predict_frame(net, frame)    # frame: H x W numpy array, uint8 / uint16 / float in [0, 1]
@@ -13,9 +13,9 @@
 
 What the command-line tools share lives here: the forward pass of a batch of same-size frames,
 whole or as blended tiles (``predict_maps``), the batching plan (``plan_batches``) and the
-detection of targets (``detect_targets``, through ``utils.metrics.find_components``, the
-project's one connected-component labelling). ``utils.outputs`` writes the files and
-``utils.runner`` runs a whole folder, split or video (``utils.export`` writes the ONNX export).
+detection of targets (``detect_targets``, through ``utils.eval.metrics.find_components``, the
+project's one connected-component labelling). ``utils.infer.writers`` writes the files and
+``utils.infer.runner`` runs a whole folder, split or video (``utils.export`` writes the ONNX export).
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from utils.data import frame_to_unit
-from utils.metrics import THRESHOLD, find_components
-from utils.runtime import Predictor, select_device
+from utils.eval.metrics import THRESHOLD, find_components
+from utils.infer.device import Predictor, select_device
 
 TILE_ABOVE_PX = 1024 * 1024  # frames with more pixels than this are tiled (a 1024 x 1024 frame still runs whole)
 TILE_PX = 512  # tile side: the size the release trains NUDT-SIRST and IRSTD-1k at

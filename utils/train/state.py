@@ -1,7 +1,7 @@
 """What a training run carries from one iteration to the next, saved and restored as one dict.
 
 The keys of ``TrainState.state_dict()`` are those of a checkpoint (last.pt and best.pt add
-metadata beside them, see ``utils.engine.checkpoint``), so a run saved by any earlier version
+metadata beside them, see ``utils.train.loop.checkpoint``), so a run saved by any earlier version
 of this code resumes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from utils.checkpoint import unwrap
-from utils.config import TrainConfig
+from utils.train.config import TrainConfig
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -85,7 +85,7 @@ class TrainState:
         """Append this epoch's record to the history; return True when the val selection score improved on the best.
 
         The score is val IoU for one source and the declared combination under --sources
-        (``utils.engine.selection_score``); records of older runs hold only "selected_iou".
+        (``utils.train.loop.selection_score``); records of older runs hold only "selected_iou".
         """
         record = {"epoch": self.epoch, **stats}
         score = None if val is None else val.get("selected_score", val["selected_iou"])

@@ -7,16 +7,16 @@ What the command does (docs/verifier.md has the reasons and the measurements):
 1. Candidates. LRRNet (the checkpoint's weights, unchanged) runs on whole frames of every
    source's training split; each connected component of p > t (t = 0.5, the detection
    threshold) is a candidate. On a pixel-mask source a candidate touching a labelled target
-   (within ``utils.data.mixture.CLEAR_PX``, 3 px, the training miner's rule) is a target; on
+   (within ``utils.train.mining.CLEAR_PX``, 3 px, the training miner's rule) is a target; on
    box-labelled video one whose centroid lies inside the grown label box (the rule of
    ``cal_from_mask.py --boxes``). Every other candidate is clutter. The same is done on every
    source's val split (video: every 10th labelled frame from frame 5, so none of the every-10th
-   frames from frame 0 that the README reports). Candidates are cached in the run folder with a
+   frames from frame 0 that docs/results.md reports). Candidates are cached in the run folder with a
    fingerprint (LRRNet's weights, the frames sampled, threshold, patch), so a killed run resumes
    and a changed one collects anew.
 2. Training. ``models.verifier.CandidateVerifier`` learns target vs clutter from the training
    candidates: targets and clutter weigh half of the loss each, and every source's targets the
-   same share of the targets' half (SIRST v1's 322 would drown among the video's 2,792);
+   same share of the targets' half (a small source's few hundred would drown among a video's thousands);
    patches are flipped and rotated; seeded.
 3. Selection of the acceptance level tau on val alone: the tau of a grid that maximises the
    project's selection score (the mean over sources of IoU, or of Pd - min(FA per frame, 1) for
@@ -26,7 +26,7 @@ What the command does (docs/verifier.md has the reasons and the measurements):
    and the first source's test scores with and without it, scored once after selection),
    written atomically. ``inference.py`` applies it when present (``--no-verify`` turns it off).
 
-Applying it (``Verification``): each candidate of a frame is scored; a candidate scoring
+Applying it (``utils.verify.apply.Verification``): each candidate of a frame is scored; a candidate scoring
 s < tau is rejected, and its pixels' probabilities are multiplied by (s / tau) * t, which puts
 them below the detection threshold t. Accepted candidates and every other pixel are unchanged,
 so the maps, masks, detections and scores downstream all see the same decision.
@@ -34,6 +34,8 @@ so the maps, masks, detections and scores downstream all see the same decision.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
 import sys
 from dataclasses import dataclass, fields
@@ -43,131 +45,39 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from models import CheckpointError, load_checkpoint, load_model
 from models.verifier import CandidateVerifier, VerifierConfig
+from utils.checkpoint import atomic_save, code_revision
 from utils.cli import add_device, add_log_level, fail, finite_float, non_negative_int, positive_int, setup_logging
-from utils.data.frames import DataError
-from utils.data.mixture import touches_known
-from utils.metrics import THRESHOLD, Components, find_components
-from utils.predict import component_table
+from utils.data import (
+    DataError,
+    IRSTDDataset,
+    VideoFrameDataset,
+    index_videos,
+    is_video_root,
+    resolve_data_root,
+    size_batches,
+)
+from utils.eval.boxes import BoxCounts, frame_outcomes, inside_grown_box
+from utils.eval.metrics import THRESHOLD, Evaluator, plain
+from utils.eval.selection import selection_score
+from utils.files import atomic_write, atomic_write_text
+from utils.infer.device import Predictor, select_device
+from utils.infer.predict import default_batch_size, predict_maps
+from utils.train.config import SOURCES_PATH_HINT, ConfigError, parse_sources
+from utils.train.mining import touches_known
+from utils.verify.apply import Verification, candidate_inputs, dihedral, score_patches
 
 log = logging.getLogger(__name__)
 TAUS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))   # the acceptance levels tried on val
 VIDEO_EVERY, VIDEO_START = 20, 3            # training frames of each video: 3, 23, 43, ...
-VIDEO_VAL_EVERY, VIDEO_VAL_START = 10, 5    # val frames: 5, 15, 25, ... (the README reports 0, 10, 20, ...)
+VIDEO_VAL_EVERY, VIDEO_VAL_START = 10, 5    # val frames: 5, 15, 25, ... (docs/results.md reports 0, 10, 20, ...)
 
 
 class VerifyError(ValueError):
     """A user error of ``python -m utils.verify`` (a bad checkpoint, source or option)."""
-
-
-# ----------------------------------------------------------------------------- inputs of one frame
-
-
-def candidate_inputs(frame: np.ndarray, prob: np.ndarray, threshold: float = THRESHOLD, patch: int = 48
-                     ) -> tuple[Components, np.ndarray, np.ndarray]:
-    """Return (components of prob > threshold, patches N x 3 x P x P float32, features N x 5 float32).
-
-    Patch channels: the frame (float in [0, 1]; reflected beyond its border), the probabilities
-    and the candidate's own pixels (0 beyond the border), centred on the rounded centroid.
-    Features: area (px), peak and mean probability, box width and height (px).
-    """
-    comps = find_components(np.asarray(prob) > threshold)
-    if comps.n == 0:
-        return comps, np.zeros((0, 3, patch, patch), np.float32), np.zeros((0, 5), np.float32)
-    t = component_table(prob, comps)
-    half = patch // 2
-    image = np.pad(np.asarray(frame, np.float32), half, mode="reflect")
-    probs = np.pad(np.asarray(prob, np.float32), half)
-    labels = np.pad(comps.labels(), half)
-    rows = np.rint(t["y"]).astype(np.int64)[:, None] + np.arange(patch)  # in padded coordinates: centre +- half
-    cols = np.rint(t["x"]).astype(np.int64)[:, None] + np.arange(patch)
-    window = (rows[:, :, None], cols[:, None, :])
-    own = labels[window] == np.arange(1, comps.n + 1)[:, None, None]
-    patches = np.stack([image[window], probs[window], own.astype(np.float32)], 1)
-    features = np.stack([t["area"], t["peak"], t["mean"], t["width"], t["height"]], 1).astype(np.float32)
-    return comps, patches, features
-
-
-def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float, threshold: float) -> np.ndarray:
-    """Return prob with each rejected component (score < tau) multiplied by (score / tau) * threshold (and kept
-    strictly below threshold, which float rounding of a p = 1 pixel could otherwise reach)."""
-    rejected = scores < tau
-    if not rejected.any():
-        return prob
-    factor = np.ones(comps.n + 1, np.float32)
-    factor[1:][rejected] = (scores[rejected] / tau) * threshold
-    out = np.array(prob, np.float32, copy=True)
-    flat = out.reshape(-1)
-    sel = rejected[comps.label - 1]                              # the pixels of rejected components only
-    below = np.nextafter(np.float32(threshold), np.float32(0))   # float rounding may land on t itself: stay under
-    hit = comps.index[sel]
-    flat[hit] = np.minimum(flat[hit] * factor[comps.label[sel]], below)
-    return out
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Return the k-th (0..7) of the 8 rotations and flips of N x C x P x P patches."""
-    x = torch.rot90(x, k % 4, (2, 3))
-    return x.flip(3) if k >= 4 else x
-
-
-@torch.inference_mode()
-def score_patches(net: CandidateVerifier, patches: np.ndarray, features: np.ndarray, device: torch.device,
-                  batch: int = 256) -> np.ndarray:
-    """Return the verifier's probabilities (float64, N) for candidate inputs: the mean over the patches' 8 rotations
-    and flips (on the IR-Drone-Video val frames this kept 0.5 points more Pd at equal false alarms than one view)."""
-    net.eval()
-    out = []
-    for k in range(0, len(patches), batch):
-        x = torch.from_numpy(np.asarray(patches[k:k + batch], np.float32)).to(device)
-        f = torch.from_numpy(np.asarray(features[k:k + batch], np.float32)).to(device)
-        views = torch.cat([dihedral(x, turn) for turn in range(8)])        # one forward for all 8 views
-        out.append(torch.sigmoid(net(views, f.repeat(8, 1))).view(8, -1).mean(0).cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
-
-
-class Verification:
-    """A trained verifier and its acceptance level, applied to each frame's probabilities after LRRNet."""
-
-    def __init__(self, net: CandidateVerifier, tau: float, device: torch.device | str = "cpu"):
-        if not 0 < tau <= 1:
-            raise ValueError(f"verifier tau {tau} must lie in (0, 1]")
-        self.device = torch.device(device)
-        self.net, self.tau = net.to(self.device).eval(), float(tau)
-
-    def __call__(self, frame: np.ndarray, prob: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
-        """Return prob with the rejected candidates (components of prob > threshold) put below threshold."""
-        comps, patches, features = candidate_inputs(frame, prob, threshold, self.net.config.patch)
-        if comps.n == 0:
-            return prob
-        return suppress(prob, comps, score_patches(self.net, patches, features, self.device), self.tau, threshold)
-
-    def describe(self) -> dict:
-        """Return what a manifest records of it."""
-        return {"tau": self.tau, "patch": self.net.config.patch,
-                "parameters": sum(p.numel() for p in self.net.parameters())}
-
-
-def describe_verification(predictor) -> dict | None:
-    """Return what a report records of the predictor's attached verifier (its ``describe()``), None without one."""
-    verification = getattr(predictor, "verification", None)
-    return verification.describe() if verification is not None else None
-
-
-def load_verification(meta: dict, device: torch.device | str = "cpu") -> Verification | None:
-    """Return the Verification stored in a checkpoint's metadata (``load_model``'s meta), None when it has none."""
-    entry = meta.get("verifier")
-    if not isinstance(entry, dict):
-        return None
-    try:
-        net = CandidateVerifier(VerifierConfig(**entry["hparams"]))
-        net.load_state_dict(entry["state_dict"], strict=True)
-        return Verification(net, float(entry["tau"]), device)
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"the checkpoint's verifier entry does not load ({str(error).splitlines()[0]}); "
-                              "rewrite it with python -m utils.verify, or run with --no-verify") from None
 
 
 # ----------------------------------------------------------------------------- candidates of a split
@@ -188,8 +98,6 @@ class Candidates:
 
     def save(self, path: Path) -> None:
         """Write the candidates to path (.npz) atomically."""
-        from utils.files import atomic_write
-
         atomic_write(Path(path), lambda f: np.savez(f, **{k.name: getattr(self, k.name) for k in fields(self)}))
 
     @classmethod
@@ -210,15 +118,9 @@ def collect(predictor, dataset, threshold: float = THRESHOLD, patch: int = 48, d
             progress: bool = True) -> Candidates:
     """Return LRRNet's candidates on every frame of a dataset (``IRSTDDataset`` or ``VideoFrameDataset``).
 
-    ``predictor``: a ``utils.runtime.Predictor`` without verification; frames of one size run in
+    ``predictor``: a ``utils.infer.device.Predictor`` without verification; frames of one size run in
     batches of the device's default size.
     """
-    from tqdm import tqdm
-
-    from utils.boxscore import inside_grown_box
-    from utils.data.dataset import size_batches
-    from utils.predict import default_batch_size, predict_maps
-
     box_source = hasattr(dataset, "entries")
     parts: dict[str, list] = {"patches": [], "features": [], "target": [], "frame": [], "overlap": []}
     present, mask_px = np.zeros(len(dataset), bool), np.zeros(len(dataset), np.int64)
@@ -282,8 +184,6 @@ def train_verifier(data: Candidates, config: VerifierConfig = VerifierConfig(), 
     patches get one of the 8 flips and rotations; AdamW with a one-cycle schedule; seeded (CPU
     runs repeat exactly).
     """
-    from tqdm import tqdm
-
     n, n_target = len(data.target), int(data.target.sum())
     if n_target == 0 or n_target == n:
         raise VerifyError(f"the training candidates are {n_target} targets and {n - n_target} clutter: both are "
@@ -322,7 +222,7 @@ def train_verifier(data: Candidates, config: VerifierConfig = VerifierConfig(), 
 def split_scores(data: Candidates, scores: np.ndarray, tau: float | None) -> dict:
     """Return one val split's scores when candidates scoring below tau are dropped (tau None: none dropped).
 
-    Box sources: pd, fa_per_frame, absent_with_fa (as ``cal_from_mask.py --boxes`` counts);
+    Box sources: ``BoxCounts.compute()`` (pd, fa_per_frame, ..., as ``cal_from_mask.py --boxes`` counts);
     mask sources: iou (pooled; exact, since dropping a candidate removes exactly its pixels).
     Both: recall, the share of target candidates kept, and kept_clutter, the clutter candidates kept.
     """
@@ -331,14 +231,9 @@ def split_scores(data: Candidates, scores: np.ndarray, tau: float | None) -> dic
     out = {"recall": float(keep[target].mean()) if target.any() else 1.0, "kept_clutter": int((keep & ~target).sum()),
            "clutter": int((~target).sum())}
     n = len(data.present)
-    if str(data.kind) == "box":
-        hit = np.zeros(n, bool)
-        hit[data.frame[keep & target]] = True
-        alarms = np.bincount(data.frame[keep & ~target], minlength=n)
-        absent = ~data.present
-        out.update(pd=float(hit[data.present].mean()) if data.present.any() else 0.0,
-                   fa_per_frame=float(alarms.sum() / max(n, 1)),
-                   absent_with_fa=float((alarms[absent] > 0).mean()) if absent.any() else None)
+    if str(data.kind) == "box":   # a target candidate lies in its frame's grown box (collect): the box scorer's rule
+        detected, n_fa = frame_outcomes(data.frame[keep], data.target[keep], n)
+        out.update(BoxCounts().update(data.present, detected, n_fa).compute())
     else:
         inter = data.overlap[keep].sum()
         union = data.mask_px.sum() + data.features[keep, 0].sum() - inter
@@ -350,12 +245,10 @@ def choose_tau(val: dict[str, tuple[Candidates, np.ndarray]], max_drop: float = 
                taus: Sequence[float] = TAUS) -> tuple[float | None, list[dict]]:
     """Return (the selected tau or None when no tau qualifies, the table of every tau's val scores).
 
-    Selected: the highest selection score (``utils.engine.selection_score``) among the taus that
+    Selected: the highest selection score (``utils.eval.selection.selection_score``) among the taus that
     cost no source more than max_drop of its own measure (IoU for pixel masks, Pd for video)
     against LRRNet alone; ties go to the lower tau.
     """
-    from utils.engine import selection_score
-
     rows = [{"tau": None, "sources": {name: split_scores(c, s, None) for name, (c, s) in val.items()}}]
     rows += [{"tau": float(t), "sources": {name: split_scores(c, s, float(t)) for name, (c, s) in val.items()}}
              for t in taus]
@@ -378,7 +271,8 @@ def format_val_table(rows: list[dict], chosen: float | None) -> str:
         cells = []
         for n in names:
             m = r["sources"][n]
-            main = f"{100 * m['pd']:.2f} % / {m['fa_per_frame']:.3f}" if "pd" in m else f"{100 * m['iou']:.2f}"
+            main = (f"{100 * (m['pd'] or 0.0):.2f} % / {m['fa_per_frame'] or 0.0:.3f}" if "pd" in m
+                    else f"{100 * m['iou']:.2f}")
             cells.append(f"{main} / {100 * m['recall']:.1f} % / {m['kept_clutter']} of {m['clutter']}")
         tau = "none" if r["tau"] is None else f"{r['tau']:.2f}" + (" (selected)" if r["tau"] == chosen else "")
         lines.append(f"| {tau} | " + " | ".join(cells) + f" | {r['score']:.4f} |")
@@ -399,11 +293,6 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     candidates never need them): every video[0]-th labelled frame from frame video[1] of
     train.txt, every video[2]-th from frame video[3] of val.txt. Weights are ignored.
     """
-    from utils.config import SOURCES_PATH_HINT, ConfigError, parse_sources
-    from utils.data.dataset import IRSTDDataset
-    from utils.data.layouts import resolve_data_root
-    from utils.data.video import VideoFrameDataset, index_videos, is_video_root
-
     common = dict(val_fraction=config.get("val_fraction", 0.1), val_seed=config.get("val_seed", 0),
                   sixteen_bit=config.get("sixteen_bit", "range"))
     train, val, test = [], [], None
@@ -436,8 +325,6 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
 
 def weights_digest(net: torch.nn.Module) -> str:
     """Return the sha256 of a network's weights (names and values): LRRNet's, whatever else its file holds."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, value in sorted(net.state_dict().items()):
         digest.update(name.encode())
@@ -448,8 +335,6 @@ def weights_digest(net: torch.nn.Module) -> str:
 def cached(path: Path, make, fingerprint: str) -> Candidates:
     """Return the candidates cached at path when they were made the same way (fingerprint: the weights, the
     frames sampled, threshold and patch), else make them and cache them with their fingerprint beside."""
-    from utils.files import atomic_write_text
-
     stamp = path.with_suffix(".fingerprint")
     if path.is_file() and stamp.is_file() and stamp.read_text().strip() == fingerprint:
         log.info("reusing %s", path)
@@ -463,12 +348,6 @@ def cached(path: Path, make, fingerprint: str) -> Candidates:
 
 def score_test(predictor, verification: Verification, test) -> dict:
     """Return the pixel metrics of the test split without and with the verifier (one LRRNet pass per frame)."""
-    from tqdm import tqdm
-
-    from utils.engine import plain
-    from utils.metrics import Evaluator
-    from utils.predict import predict_maps
-
     alone, verified = Evaluator(), Evaluator()
     for i in tqdm(range(len(test)), desc="test", unit="frame", file=sys.stderr, disable=None):
         item = test[i]
@@ -497,7 +376,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         f"labelled frame from frame START (default {VIDEO_EVERY} {VIDEO_START})")
     parser.add_argument("--video-val-every", type=non_negative_int, nargs=2, default=(VIDEO_VAL_EVERY, VIDEO_VAL_START),
                         metavar=("EVERY", "START"), help="val frames of each val.txt video (default "
-                        f"{VIDEO_VAL_EVERY} {VIDEO_VAL_START}: none of the every-10th frames from 0 the README "
+                        f"{VIDEO_VAL_EVERY} {VIDEO_VAL_START}: none of the every-10th frames from 0 docs/results.md "
                         "reports)")
     parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs (default 40)")
     parser.add_argument("--width", type=positive_int, default=VerifierConfig.width,
@@ -518,30 +397,48 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def read_checkpoint(path: Path, sources: str | None) -> tuple[torch.nn.Module, dict, str]:
+    """Return (LRRNet, its training config, the --sources to use: the given ones or its own); VerifyError or
+    CheckpointError when the file cannot take a verifier."""
+    net, meta = load_model(path)
+    if meta.get("source") == "release state_dict":
+        raise VerifyError(f"{path} is a raw state_dict, which has no room for a verifier: fine-tune it with "
+                          "run_configs.py --init first and pass that run's checkpoint")
+    if isinstance(meta.get("verifier"), dict):
+        log.info("%s already holds a verifier: LRRNet's candidates are collected without it, and it is replaced",
+                 path)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    sources = sources or config.get("sources")
+    if not sources:
+        raise VerifyError(f"{path} was trained on one dataset (no --sources in its config): pass --sources, e.g. "
+                          "SIRSTv1,NUDT-SIRST,IR-Drone-Video")
+    return net, config, sources
+
+
+def write_outputs(checkpoint: Path, entry: dict, out: Path, run_dir: Path, table: str) -> None:
+    """Write OUT (the checkpoint plus its "verifier" entry) atomically, then RUN/report.md and report.json;
+    VerifyError naming what could not be written."""
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["verifier"] = entry
+    try:
+        atomic_save(ckpt, out)
+    except OSError as error:
+        raise VerifyError(f"cannot write {out} ({error.strerror or error}): pass a writable --out") from None
+    report = json.dumps({k: v for k, v in entry.items() if k != "state_dict"}, indent=1, default=str)
+    try:
+        atomic_write_text(run_dir / "report.md", table + "\n")
+        atomic_write_text(run_dir / "report.json", report)
+    except OSError as error:
+        raise VerifyError(f"wrote {out}, but not the report in {run_dir} ({error.strerror or error})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Collect candidates, train, select tau on val, score test once and write the checkpoint; 0, or 2 on an error."""
-    import json
-
-    from utils.checkpoint import atomic_save, code_revision
-    from utils.files import atomic_write_text
-    from utils.runtime import Predictor, select_device
-
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
         device = select_device(args.device)
-        net, meta = load_model(args.checkpoint)
-        if meta.get("source") == "release state_dict":
-            raise VerifyError(f"{args.checkpoint} is a raw state_dict, which has no room for a verifier: fine-tune it "
-                              "with run_configs.py --init first and pass that run's checkpoint")
-        if isinstance(meta.get("verifier"), dict):
-            log.info("%s already holds a verifier: LRRNet's candidates are collected without it, and it is replaced",
-                     args.checkpoint)
-        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-        sources = args.sources or config.get("sources")
-        if not sources:
-            raise VerifyError(f"{args.checkpoint} was trained on one dataset (no --sources in its config): pass "
-                              "--sources, e.g. SIRSTv1,NUDT-SIRST,IR-Drone-Video")
+        net, config, sources = read_checkpoint(args.checkpoint, args.sources)
         train_splits, val_splits, test = build_splits(sources, config, (*args.video_every, *args.video_val_every))
     except (CheckpointError, VerifyError, ValueError) as error:
         return fail(str(error))
@@ -587,18 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
              "n_train": {n: {"targets": int(p.target.sum()), "clutter": int((~p.target).sum())}
                          for (n, _), p in zip(train_splits, parts)},
              "code_revision": code_revision()}
-    ckpt = load_checkpoint(args.checkpoint)
-    ckpt["verifier"] = entry
     try:
-        atomic_save(ckpt, args.out)
-    except OSError as error:
-        return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")
-    report = json.dumps({k: v for k, v in entry.items() if k != "state_dict"}, indent=1, default=str)
-    try:
-        atomic_write_text(run_dir / "report.md", table + "\n")
-        atomic_write_text(run_dir / "report.json", report)
-    except OSError as error:
-        return fail(f"wrote {args.out}, but not the report in {run_dir} ({error.strerror or error})")
+        write_outputs(args.checkpoint, entry, args.out, run_dir, table)
+    except VerifyError as error:
+        return fail(str(error))
     w, v = test_scores["without"], test_scores["with"]
     print(f"tau {tau:.2f} selected on val; test ({test_scores['n_test']} frames) without / with the verifier: "
           f"IoU {100 * w['iou']:.2f} / {100 * v['iou']:.2f}, Pd {100 * w['pd']:.2f} / {100 * v['pd']:.2f}, "

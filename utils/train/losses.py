@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 LOSS_PARTS = ("softiou", "l1", "mse", "fa")  # the parts LRRLoss.forward returns beside the total, logged per epoch
 
 

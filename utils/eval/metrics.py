@@ -391,3 +391,8 @@ class Evaluator:
     def roc(self) -> dict:
         """Return thresholds i/200 (201,), pd (target fraction) and fa (background pixel fraction) arrays."""
         return self.roc_curve.compute()
+
+
+def plain(metrics: dict) -> dict:
+    """Return metrics with numpy scalars turned into Python numbers (JSON and weights_only friendly)."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}

@@ -27,14 +27,15 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
-from utils.config import SOURCES_PATH_HINT, ConfigError, TrainConfig, parse_sources
 from utils.data import DataError, IRSTDDataset, VideoFrameDataset, resolve_data_root, write_names
+from utils.data.layouts import is_video_root
 from utils.data.mixture import MixedTrainSet
-from utils.data.video import is_video_root
+from utils.data.synthetic import write_dataset
+from utils.data.transforms import TrainTransform
 from utils.files import atomic_write_text, write_json
-from utils.runtime import select_device
-from utils.train_state import compute_dtype
-from utils.transforms import TrainTransform
+from utils.infer.device import select_device
+from utils.train.config import SOURCES_PATH_HINT, ConfigError, TrainConfig, parse_sources
+from utils.train.state import compute_dtype
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "last.pt", "best.pt", "summary.json", "synthetic")   # a folder with one of these holds a run
@@ -86,10 +87,12 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     if overwrite and cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)          # the old run's generated scenes must not be reused
     with data_warnings_held():
-        root = data_root(cfg, run_dir, rank, world)
         if cfg.sources:
-            train_set, val_set, test_set, val_sources = build_mixed(cfg)
+            roots = source_roots(cfg)       # resolved once, here: the first source is the run's data root
+            root = roots[0][2]
+            train_set, val_set, test_set, val_sources = build_mixed(cfg, roots)
         else:
+            root = data_root(cfg, run_dir, rank, world)
             (train_set, val_set, test_set), val_sources = build_datasets(cfg, root), ()
     steps = cfg.steps_per_epoch or len(train_set) // (cfg.batch_size * world)
     if steps < 1:
@@ -226,12 +229,10 @@ def for_training(net: nn.Module, run: Run) -> nn.Module:
 
 
 def data_root(cfg: TrainConfig, run_dir: Path, rank: int, world: int) -> Path:
-    """Return the data root: generated synthetic scenes in the run folder, or the configured dataset."""
-    if cfg.sources:
-        return resolve_data_root(parse_sources(cfg.sources)[0][0])
+    """Return the data root of a one-dataset run: generated synthetic scenes in the run folder, or the configured
+    dataset (a --sources run's roots: ``source_roots``)."""
     if not cfg.synthetic:
         return resolve_data_root(cfg.data_root or cfg.dataset)
-    from utils.synthetic import write_dataset
     root = run_dir / "synthetic"
     done = root / ".complete"            # written last: a run killed while generating starts over
     if rank == 0 and not done.is_file():
@@ -288,15 +289,16 @@ def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, bool]]:
     return out
 
 
-def eval_sets(cfg: TrainConfig) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
+def eval_sets(cfg: TrainConfig, roots: list | None = None) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
     """Return (val, test, ((name, val), ...)) of a config as its run builds them, without the training frames.
 
     For a --sources config: every source's val (what selection scores) and the first source's test; otherwise the
-    dataset's val and test, with no per-source entries. What ``python -m utils.merge --score`` scores.
+    dataset's val and test, with no per-source entries. What ``python -m utils.merge --score`` scores. ``roots``:
+    ``source_roots(cfg)`` when the caller has them.
     """
     common = split_options(cfg)
     if cfg.sources:
-        roots = source_roots(cfg)
+        roots = roots or source_roots(cfg)
         vals = tuple((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
                       else IRSTDDataset(root, "val", **common)) for name, _, root, video in roots)
         return vals[0][1], IRSTDDataset(roots[0][2], "test", cache=False, **common), vals
@@ -306,8 +308,9 @@ def eval_sets(cfg: TrainConfig) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
     return (*val_and_test(resolve_data_root(cfg.data_root or cfg.dataset), common), ())
 
 
-def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
-    """Return (train, first source's val, first source's test, ((name, val), ...)) of a --sources run.
+def build_mixed(cfg: TrainConfig, roots: list) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDataset, tuple]:
+    """Return (train, first source's val, first source's test, ((name, val), ...)) of a --sources run whose
+    ``source_roots`` are ``roots``.
 
     Frame datasets carve their val split as a single-source run does (--val-fraction, --val-seed);
     video sources take every --video-every-th labelled frame of train.txt for training and every
@@ -315,9 +318,9 @@ def build_mixed(cfg: TrainConfig) -> tuple[MixedTrainSet, IRSTDDataset, IRSTDDat
     test split: it is the one scored on test (the others are scored with inference.py).
     """
     common = split_options(cfg)
-    val, test, vals = eval_sets(cfg)
+    val, test, vals = eval_sets(cfg, roots)
     parts, weights = [], []
-    for name, weight, root, video in source_roots(cfg):   # resolved again: a few path checks
+    for name, weight, root, video in roots:
         if weight == 0:     # validated and selected on only
             continue
         parts.append((name, VideoFrameDataset(root, "train", every=cfg.video_every) if video

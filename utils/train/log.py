@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from utils.data import IRSTDDataset
-from utils.train_state import TrainState
+from utils.train.state import TrainState
 
 log = logging.getLogger(__name__)
 GRID_FRAMES, GRID_SIZE = 4, 192   # TensorBoard grid: 4 val frames, each cropped/padded to 192 px
@@ -62,8 +63,9 @@ class EpochLog:
                         w.add_scalar(f"val_{name}/{k}", m[k], step)
                     for source, sm in m.get("sources", {}).items():   # --sources: each source's own val
                         msg += f" [{source} " + (f"IoU {sm['iou']:.4f}]" if "iou" in sm else
-                                                 f"Pd {sm['pd']:.4f} FA/frame {sm['fa_per_frame']:.3f}]")
-                        for k in ("iou", "niou", "pd", "fa", "fa_per_frame", "frames_with_fa", "absent_with_fa"):
+                                                 f"Pd {sm['pd'] if sm['pd'] is not None else math.nan:.4f} "
+                                                 f"FA/frame {sm['fa_per_frame']:.3f}]")
+                        for k in ("iou", "niou", "pd", "fa", "fa_per_frame", "frames_with_fa", "absent_frames_with_fa"):
                             if sm.get(k) is not None:
                                 w.add_scalar(f"val_{name}/{source}/{k}", sm[k], step)
                     if "sources" in m:
