@@ -205,7 +205,7 @@ def test_shipped_review_is_complete_and_matches_the_docs():
     assert len(objects) == 115 and sum(r["video"] == "IR_DRONE_146" for r in objects) == 59
     review_map = read_review(path)   # loads through the scorer's reader
     assert sum(len(v) for v in review_map.values()) == 158
-    results = (ROOT / "README.md").read_text(encoding="utf-8")
+    results = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
     assert "158 false alarms" in results and "115 are objects" in results and "43 are clutter" in results
     birds = [r for r in objects if r["video"].startswith("IR_BIRD")]
     assert f"{len(birds)} birds ({sum(r['absent'] == '1' for r in birds)} in frames labelled absent)" in results
@@ -242,7 +242,7 @@ def test_review_of_what_the_verifier_removed():
     removed = [r for r in rows if (r["video"], r["frame"], r["x"], r["y"]) not in kept]
     n_clutter = sum(r["verdict"] == "clutter" for r in removed)
     n_objects = sum(r["verdict"] == "object" for r in rows)
-    results = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())   # line breaks do not matter
+    results = " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split())   # line breaks do not matter
     assert (len(removed), n_clutter, n_objects) == (362, 356, 121)
     assert f"of the {len(removed)} false alarms it takes away" in results and f"finds {n_clutter} clutter" in results
     assert f"{len(rows) - n_objects} are clutter and {n_objects} objects" in results
@@ -267,7 +267,7 @@ def test_review_of_the_shipped_v2_checkpoint():
     n_kept_objects = sum(r["verdict"] == "object" for r in pair)
     n_clutter, n_kept_clutter = len(alone) - n_objects, len(pair) - n_kept_objects
     assert (len(alone), n_clutter, n_objects, len(pair), n_kept_objects) == (451, 330, 121, 182, 120)
-    results = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    results = " ".join((ROOT / "docs" / "results.md").read_text(encoding="utf-8").split())
     assert f"Of the {len(alone)}, {n_clutter} are clutter and {n_objects} objects" in results
     assert f"removes {round(100 * (1 - n_kept_clutter / n_clutter))} % of the clutter and keeps {n_kept_objects} of the {n_objects}" in results
     assert f"{n_kept_objects} objects, {n_kept_clutter} clutter" in results
