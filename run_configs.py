@@ -29,6 +29,7 @@ from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, add_log_level, fail
 from utils.data import DataError
 from utils.infer.device import select_device
 from utils.train import config as cfgs
+from utils.train.loop import NonFiniteLoss, train
 
 RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
 
@@ -104,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return fail(str(err))
 
-    from utils.train.loop import NonFiniteLoss, train  # heavy imports only once the command line is valid
     try:
         train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
               overwrite=args.overwrite)

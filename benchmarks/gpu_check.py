@@ -31,6 +31,9 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import torch  # noqa: E402
+
+from benchmarks import bench_model  # noqa: E402
 from utils.files import atomic_write_text, write_json  # noqa: E402
 
 STEPS = ("tests", "train", "torchrun", "nudt", "throughput")
@@ -71,8 +74,6 @@ def train_command(out: Path, epochs: int, *extra: str) -> list[str]:
 
 def best_score(run_dir: Path) -> float | None:
     """Return the best val score (IoU for one source) recorded in a run folder's best.pt, or None."""
-    import torch
-
     path = run_dir / "best.pt"
     if not path.is_file():
         return None
@@ -93,8 +94,6 @@ def step_train(args: argparse.Namespace) -> dict:
 
 def step_torchrun(args: argparse.Namespace) -> dict:
     """One epoch of DDP over NCCL, one process per GPU."""
-    import torch
-
     n_gpus = torch.cuda.device_count()
     out = args.work / "ddp"
     torchrun = shutil.which("torchrun")
@@ -139,18 +138,14 @@ def step_nudt(args: argparse.Namespace) -> dict:
 
 def step_throughput(args: argparse.Namespace) -> dict:
     """Frames/s at 512 x 512, batch 1 and 16, every path, the release's way beside ours."""
-    import torch
-
-    from benchmarks.bench_model import machine, run
-
-    device = machine(torch.device("cuda"))
+    device = bench_model.machine(torch.device("cuda"))
     done: list[dict] = []
 
     def on_rows(new: list[dict]) -> None:   # each batch size saved as soon as it is timed (the slow step)
         done.extend(new)
         args.save_partial({"device": device, "rows": list(done)})
 
-    rows = run(torch.device("cuda"), [(512, 512)], args.repeats, compile_=True, batches=(1, 16), cuda_graphs=True,
+    rows = bench_model.run(torch.device("cuda"), [(512, 512)], args.repeats, compile_=True, batches=(1, 16), cuda_graphs=True,
                on_rows=on_rows)
     best = {n: max((r["fps"] for r in rows if r["batch"] == n and r["path"].startswith("bf16")), default=0.0)
             for n in GOALS}
@@ -197,8 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per path (median)")
     args = parser.parse_args(argv)
-    import torch
-
     if not torch.cuda.is_available():
         print("error: no CUDA device here (torch.cuda.is_available() is False): run make gpu-check on a machine "
               "with an NVIDIA GPU and a CUDA build of torch", file=sys.stderr)

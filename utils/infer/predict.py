@@ -2,7 +2,7 @@
 
     from models import load_model
     from utils.infer.predict import predict_frame
-    from utils.verify import load_verification
+    from utils.verify.apply import load_verification
     net, meta = load_model("checkpoints/lrrnet_sirst_v1.pt")   # ours, or the authors' raw state_dict
     result = predict_frame(net, frame)    # frame: H x W numpy array, uint8 / uint16 / float in [0, 1]
     result.prob        # H x W float32 probabilities sigmoid(T)
