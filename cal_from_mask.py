@@ -49,7 +49,8 @@ from utils.eval.boxscore import (
 )
 from utils.eval.chart import import_matplotlib
 from utils.eval.scoring import PROTOCOLS, SOURCES, ScoringError, format_table, score_folder, write_report
-from utils.infer.record import ROC_PNG
+from utils.files import OutputError, check_output
+from utils.infer.record import BOX_METRICS, MASK_METRICS, PD_FA_PNG, ROC_PNG, run_inputs
 
 log = logging.getLogger("cal_from_mask")
 
@@ -93,9 +94,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1),
                         help="mask mode: processes scoring chunks of frames (64 frames or more; same numbers), "
                              "box mode: threads reading maps; 0 or 1: none (default: 2, or 1 on a 1-core machine)")
+    parser.add_argument("--overwrite", action=BoolFlag,
+                        help="replace report files that already exist (never the labels, the review or the run's own "
+                             "files)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     return parser.parse_args(argv)
+
+
+def check_reports(args: argparse.Namespace) -> str | None:
+    """Return the one-line error when a report file would replace an input (the labels, the review, the run's
+    detections or manifest, its maps) or, without --overwrite, an existing file; else None."""
+    out = args.out if args.out is not None else args.pred
+    names = (BOX_METRICS, PD_FA_PNG) if args.boxes is not None else (MASK_METRICS, ROC_PNG)
+    files, folders = run_inputs(args.pred)
+    inputs = [*files, ("--boxes", args.boxes), ("--reviewed", args.reviewed)]
+    reports = [(args.json, "--json") if args.json is not None else (out / names[0], "--out"), (out / names[1], "--out")]
+    try:
+        for path, option in reports:
+            check_output(path, args.overwrite, inputs, folders, option, None if option == "--json" else str(path))
+    except OutputError as error:
+        return str(error)
+    return None
 
 
 def unwritable(out: Path) -> str | None:
@@ -115,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is None and args.json is not None:
         problem = unwritable(args.json.parent) or (f"--json {args.json} is a folder: pass a file name"
                                                    if args.json.is_dir() else None)
+    if problem is None:
+        problem = check_reports(args)
     if problem is not None:
         return fail(problem)
     if args.boxes is not None:

@@ -57,12 +57,13 @@ from utils.data import (
     index_videos,
     resolve_data_root,
 )
+from utils.files import OutputError, locked_folder
 from utils.infer.device import Predictor, select_device
 from utils.infer.jobs import folder_samples, run_frames, run_videos, score_videos
 from utils.infer.onnx import ExportError, OnnxPredictor
 from utils.infer.predict import OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, default_batch_size, parse_confirm
 from utils.infer.record import OutputFolderError, prepare_out
-from utils.infer.runner import list_videos
+from utils.infer.runner import list_videos, video_info
 from utils.verify.apply import load_verification
 
 log = logging.getLogger("inference")
@@ -176,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 videos, samples, warnings = [item.path for item in index_videos(source, args.split)], [], []
             else:
                 samples, warnings = index_split(source, args.split, args.layout, **carve)
+        if videos:
+            check_videos_open(videos)
     except (CheckpointError, DataError, ExportError, ValueError) as error:
         return fail(str(error))
     if videos is None and (args.every != 1 or args.confirm or args.save_maps):
@@ -185,18 +188,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out if args.out is not None else RESULTS_DIR / name
     opts = PredictOptions(batch_size=args.batch_size or default_batch_size(device), tile=args.tile,
                           tile_above=args.tile_above if args.tiling else math.inf, overlap=args.overlap)
+    inputs = [args.checkpoint, source, *(videos or [])]
     try:
-        removed = prepare_out(out, args.overwrite)  # an unwritable or non-empty --out is found before any frame
-        if removed:
-            log.info("--overwrite: removed %d output file(s) of an earlier run from %s", len(removed), out)
-        if videos is not None:
-            code = run_videos(args, predictor, videos, out, opts, device, source)
-            return max(code, score_videos(args, out, source)) if args.score else code
-        return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta, skipped)
-    except OutputFolderError as error:
+        with locked_folder(out):  # one run at a time: a second run into out is refused at once
+            removed = prepare_out(out, args.overwrite, inputs)  # an unwritable or non-empty --out: before any frame
+            if removed:
+                log.info("removed %d file(s) of an earlier or stopped run from %s", len(removed), out)
+            if videos is not None:
+                code = run_videos(args, predictor, videos, out, opts, device, source)
+                return max(code, score_videos(args, out, source)) if args.score else code
+            return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta, skipped)
+    except (OutputFolderError, OutputError) as error:
         return fail(str(error))
     except OSError as error:  # the output folder: read-only, a file, full
         return fail(f"cannot write to {out} ({error.strerror or error}): pass a writable --out")
+
+
+def check_videos_open(videos: list[Path]) -> None:
+    """DataError naming the videos when none of them opens (nothing is written then); one that does not open among
+    others that do is named and skipped later (exit code 1)."""
+    problems = []
+    for path in videos:
+        try:
+            video_info(path)
+        except DataError as error:
+            problems.append(str(error))
+    if len(problems) == len(videos):
+        raise DataError(problems[0] + (f" (and {len(problems) - 1} more video(s) that cannot be opened)"
+                                       if len(problems) > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -20,13 +20,16 @@ Exit codes: 0 done, 1 the run diverged (the message says how to go on), 2 bad co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
 from models import CheckpointError
 from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, add_log_level, fail
 from utils.data import DataError
+from utils.files import OutputError, locked_folder
 from utils.infer.device import select_device
 from utils.train import config as cfgs
 from utils.train.loop import NonFiniteLoss, train
@@ -105,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return fail(str(err))
 
+    folder = args.resume or (Path(cfg.out) if cfg.out else None)  # a named run folder is locked for the run
+    lock = locked_folder(folder) if folder is not None and os.environ.get("RANK", "0") == "0" else nullcontext()
     try:
-        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
-              overwrite=args.overwrite)
-    except (DataError, CheckpointError, cfgs.ConfigError) as err:
+        with lock:
+            train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
+                  overwrite=args.overwrite)
+    except (DataError, CheckpointError, cfgs.ConfigError, OutputError) as err:
         return fail(str(err))
     except NonFiniteLoss as err:
         fail(str(err))

@@ -62,7 +62,8 @@ def dataset(tmp_path):
 
 
 def run(root, pred, *extra):
-    return cal_from_mask.main(["--pred", str(pred), "--data-root", str(root), "--split", "test", "--workers", "0", *extra])
+    return cal_from_mask.main(["--pred", str(pred), "--data-root", str(root), "--split", "test", "--workers", "0",
+                               "--overwrite", *extra])   # the tests score one folder again and again
 
 
 def test_end_to_end_known_numbers(dataset, capsys):

@@ -90,8 +90,9 @@ def test_review_files_from_spreadsheets(case, tmp_path, capsys):
 def test_cli_reviewed_and_its_errors(case, tmp_path, capsys):
     labels, pred = case
     path = write_review(tmp_path / "review.csv", [("IR_DRONE_001", 1, 11.0, 21.0, "object")])
-    assert cal_from_mask.main(["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path)]) == 0
-    saved = json.loads((pred / "box_metrics.json").read_text())["counted_apart"]
+    assert cal_from_mask.main(["--boxes", str(labels), "--pred", str(pred), "--reviewed", str(path),
+                               "--out", str(tmp_path / "scored")]) == 0   # pred stays free of reports: errors below
+    saved = json.loads((tmp_path / "scored" / "box_metrics.json").read_text())["counted_apart"]
     assert saved["n_apart"] == 1 and saved["review"] == str(path)
     assert "counted apart: 1 of the 4 false alarms" in capsys.readouterr().out
     bad = write_review(tmp_path / "bad.csv", [("IR_DRONE_001", 1, 11.0, 21.0, "bird")])

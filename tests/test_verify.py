@@ -157,6 +157,7 @@ def test_the_command_writes_a_checkpoint_that_inference_applies(video_root, tmp_
     argv = ["--checkpoint", str(ckpt), "--out", str(out), "--run-dir", str(run_dir), "--video-every", "1", "0",
             "--video-val-every", "1", "0", "--epochs", "2", "--width", "2", "--max-drop", "0.99"]
     assert verify.main(argv) == 0
+    argv.append("--overwrite")         # the runs below write out.pt again
     printed = capsys.readouterr().out
     assert "(selected)" in printed and "test (3 frames) without / with" in printed
     entry = torch.load(out, weights_only=True)["verifier"]

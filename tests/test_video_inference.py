@@ -181,10 +181,10 @@ def test_one_run_per_folder_manifest_and_box_scorer_refuses_mixed_runs(videos, t
     assert inference.main(args + ["--overwrite"]) == 0
     assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 0
     shutil.copy(out / "img" / "clip_b_000000.png", out / "img" / "clip_z_000000.png")  # another run's map
-    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 2
+    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "mixes runs" in err and "img/clip_z_000000.png" in err and "Traceback" not in err
     (out / "img" / "clip_z_000000.png").unlink()
     (out / "detections.json").write_text((out / "detections.json").read_text().replace('"every": 1', '"every": 2'))
-    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet"]) == 2
+    assert cal_from_mask.main(["--pred", str(out), "--boxes", str(labels), "--quiet", "--overwrite"]) == 2
     assert "detections.json is not the one" in capsys.readouterr().err

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from models import CheckpointError, load_model
-from utils.cli import add_log_level, fail, finite_float, positive_int, setup_logging
-from utils.files import file_sha256
+from utils.cli import BoolFlag, add_log_level, fail, finite_float, positive_int, setup_logging
+from utils.files import check_output, file_sha256
 from utils.infer.onnx import OPSET, ExportError, OnnxPredictor, export_onnx, require
 
 log = logging.getLogger("export")
@@ -83,7 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                  "and check it against PyTorch with onnxruntime.")
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="run_configs.py checkpoint (.pt) or the authors' raw state_dict (.pkl/.pth)")
-    parser.add_argument("--onnx", required=True, type=Path, help="the .onnx file to write")
+    parser.add_argument("--onnx", required=True, type=Path, help="the .onnx file to write (new, or --overwrite)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing --onnx (never the checkpoint)")
     parser.add_argument("--opset", type=positive_int, default=OPSET, help=f"ONNX opset (default {OPSET})")
     parser.add_argument("--check-sizes", nargs="*", default=list(CHECK_SIZES), metavar="NxHxW",
                         help="frames run through both to compare (default: %(default)s); none: no check")
@@ -104,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--onnx {args.onnx} should end in .onnx (inference.py --backend onnxruntime reads it)")
         if args.onnx.is_dir():
             raise ValueError(f"--onnx {args.onnx} is a folder; pass a file name such as {args.onnx / 'lrrnet.onnx'}")
+        check_output(args.onnx, args.overwrite, [("--checkpoint", args.checkpoint)], option="--onnx")
         net, meta = load_model(args.checkpoint)
         if isinstance(meta.get("verifier"), dict):
             log.warning("%s holds a second stage (utils.verify); the export holds LRRNet alone, so --backend "

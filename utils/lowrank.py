@@ -63,7 +63,7 @@ from models import CheckpointError, load_model
 from utils import RESULTS_DIR
 from utils.cli import BoolFlag, add_device, add_log_level, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root
-from utils.files import atomic_write, atomic_write_text, write_json
+from utils.files import OutputError, atomic_write, atomic_write_text, check_output, write_json
 from utils.infer.device import select_device
 
 logger = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ BASE_METRICS = ("effective_rank",) + tuple(f"energy_top{k}" for k in TOP_K)
 METRICS = BASE_METRICS + tuple(f"{m}_centred" for m in BASE_METRICS)  # "_centred": of M - mean(M)
 CSV_FIELDS = ("frame", "kind", "height", "width", "channels", "n_singular") + METRICS
 PLOT_COLOURS = {"frame": "tab:blue", "D": "tab:orange", "shallow": "tab:green", "background": "tab:red"}
+OUTPUTS = ("lowrank.csv", "lowrank.json", "spectra.png")  # written into --out
 
 
 # ----------------------------------------------------------------------------- spectra
@@ -315,6 +316,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames", type=positive_int, default=None,
                         help="measure N frames spread evenly over the split (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/lowrank/NAME)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace the files of an earlier measurement in --out")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_device(parser)
     add_log_level(parser)
@@ -330,16 +332,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # select_device names the device and the fix
         return fail(str(error))
     try:
+        root = resolve_data_root(args.data_root)
+        out = args.out if args.out is not None else RESULTS_DIR / "lowrank" / root.name
+        for name in OUTPUTS:
+            check_output(out / name, args.overwrite, [("--checkpoint", args.checkpoint)], label=str(out / name))
         net, meta = load_model(args.checkpoint)
         tap = FeatureTap(net)
-        root = resolve_data_root(args.data_root)
         dataset = IRSTDDataset(root, args.split, args.layout)
-    except (CheckpointError, DataError) as error:
+    except (CheckpointError, DataError, OutputError) as error:
         return fail(str(error))
     if len(dataset) == 0:
         return fail(f"split {args.split} of {root} holds no frames: pick another --split or --data-root")
     net = net.to(device).eval()
-    out = args.out if args.out is not None else RESULTS_DIR / "lowrank" / root.name
     chosen = pick_frames(len(dataset), args.frames)
 
     rows: list[dict] = []

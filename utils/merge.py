@@ -10,6 +10,10 @@ from the same ``base``: here the general and NUDT-SIRST checkpoints both descend
 stage 1 (``git show 010964d:checkpoints/lrrnet_sirst_v1.pt > sirst_stage1.pt``). Between unrelated
 networks the sum means nothing; the tool cannot tell, so it is the user's to know.
 
+--out is never one of the three inputs, and an existing file is replaced only with --overwrite; merged weights
+that are not finite (a --scale so large that they overflow, or an input holding NaN/Inf) are refused before
+anything is written.
+
 Integer tensors (none in LRRNet today) are taken from ``into``. The output is a checkpoint that
 ``load_model``, ``inference.py`` and ``run_configs.py --init`` read; it records the three files
 (path and SHA-256) and the scale under ``"merge"``, keeps ``into``'s network and config, and drops
@@ -34,10 +38,10 @@ import torch
 
 from models.load import CheckpointError, load_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision
-from utils.cli import add_device, fail, finite_float
+from utils.cli import BoolFlag, add_device, fail, finite_float
 from utils.data import DataError
 from utils.eval.metrics import plain
-from utils.files import file_sha256
+from utils.files import OutputError, check_output, file_sha256
 from utils.infer.device import select_device
 from utils.train.config import ConfigError, build
 from utils.train.setup import eval_sets
@@ -77,6 +81,12 @@ def merge(into: Path, add: Path, base: Path, scale: float, score: tuple | None =
     out = {k: meta[k] for k in KEPT_KEYS if k in meta}
     out.setdefault("model_name", "LRRNet")
     out["model"] = task_arithmetic(states["into"], states["add"], states["base"], scale)
+    bad = [k for k, v in out["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        dtype = str(states["into"][bad[0]].dtype).removeprefix("torch.")
+        raise CheckpointError(f"the merged weights are not finite in {len(bad)} of {len(out['model'])} tensors "
+                              f"(first {bad[0]}): --scale {scale:g} x (--add - --base) overflows {dtype}, or an "
+                              "input holds NaN/Inf; pass a smaller --scale (nothing was written)")
     out["format_version"] = FORMAT_VERSION
     out["merge"] = {"rule": "into + scale * (add - base)", "scale": scale,
                     **{name: {"path": str(path), "sha256": file_sha256(path)}
@@ -108,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--add", type=Path, required=True, help="a checkpoint fine-tuned from --base")
     parser.add_argument("--base", type=Path, required=True, help="the checkpoint --add was fine-tuned from")
     parser.add_argument("--scale", type=finite_float, default=1.0, help="how much of add - base to add (default 1)")
-    parser.add_argument("--out", type=Path, required=True, help="the checkpoint to write")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the checkpoint to write (new, or --overwrite; never one of the three inputs)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing --out")
     parser.add_argument("--score", metavar="CONFIG", default=None,
                         help="score the merged LRRNet on this named config's val split(s) and test split and store "
                              "the scores in the checkpoint (as an exported run has them)")
@@ -120,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_device(parser)
     args = parser.parse_args(argv)
     try:
+        check_output(args.out, args.overwrite, [("--into", args.into), ("--add", args.add), ("--base", args.base)])
         score = None
         if args.score is not None:     # the data is read and checked before any work
             overrides = {k: str(v) for k, v in (("data_root", args.data_root), ("sources", args.sources)) if v}
@@ -130,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             score = (args.score, *eval_sets(cfg), select_device(args.device))
         out = merge(args.into, args.add, args.base, args.scale, score)
         atomic_save(out, args.out)
-    except (CheckpointError, ConfigError, DataError) as error:
+    except (CheckpointError, ConfigError, DataError, OutputError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")

@@ -20,7 +20,9 @@ scores without the false alarms marked object beside the unchanged ones. ``--car
 an earlier review's verdicts and notes to the false alarms within 3 px of its rows in the same
 frame (the same object seen by another checkpoint); with ``--unreviewed-only`` the sheets show only
 the false alarms still without a verdict (ids as in the CSV). OUT defaults to PRED/review; a filled-in
-review there is never overwritten (pass it as ``--carry``, or choose another ``--out``).
+review there is never overwritten (pass it as ``--carry``, or choose another ``--out``), an unfilled one or
+earlier sheets only with ``--overwrite``; OUT is never the run folder itself or one of its map folders (the
+scorers would read the sheets as another run's files).
 """
 from __future__ import annotations
 
@@ -44,8 +46,8 @@ from utils.data.labels import read_box_labels
 from utils.data.video import iter_video_frames, video_files
 from utils.eval.boxscore import DEFAULT_THRESHOLD, BoxScoreError, check_review_threshold, false_alarm_rows, match
 from utils.eval.reviews import REVIEW_COLUMNS, assign_review, read_review
-from utils.files import atomic_write_text, write_png
-from utils.infer.record import RecordError, read_detections
+from utils.files import OutputError, atomic_write_text, check_output, is_within, same_path, write_png
+from utils.infer.record import RecordError, read_detections, run_inputs
 
 CROP = 64  # px of the frame around the false alarm
 ZOOM = 2  # crops are shown this many times larger
@@ -239,8 +241,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="copy an earlier review's verdicts to the false alarms within 3 px of its rows")
     parser.add_argument("--unreviewed-only", action=BoolFlag,
                         help="with --carry: draw only the false alarms left without a verdict (the CSV lists all)")
+    parser.add_argument("--overwrite", action=BoolFlag,
+                        help="replace an earlier review at --out that holds no verdicts (one with verdicts is never "
+                             "replaced: pass it as --carry)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     return parser.parse_args(argv)
+
+
+def check_out(out: Path, pred: Path, boxes: Path, overwrite: bool, carry_is_target: bool) -> None:
+    """ReviewError when --out is the run folder or one of its map folders (the scorers would read the sheets as
+    another run's files), when false_alarms.csv would replace an input, or, without overwrite, when out already
+    holds an earlier review (sheets or an unfilled false_alarms.csv; a filled one is check_target's)."""
+    files, folders = run_inputs(pred)
+    if same_path(out, pred) or any(is_within(out, folder) for _, folder in folders):
+        raise ReviewError(f"--out {out} is the run folder {pred} or one of its map folders, which the scorers read: "
+                          f"sheets there would make it a mix of runs; pass another --out (default {pred / 'review'})")
+    target = out / "false_alarms.csv"
+    try:
+        check_output(target, True, [("--boxes", boxes), *files], label=f"{target} (in --out)")
+    except OutputError as error:
+        raise ReviewError(str(error)) from None
+    earlier = [p.name for p in sorted(out.iterdir()) if SHEET.fullmatch(p.name)] if out.is_dir() else []
+    earlier += [target.name] if target.exists() and not carry_is_target else []
+    if earlier and not overwrite and not carry_is_target:
+        named = ", ".join(earlier[:3]) + (" ..." if len(earlier) > 3 else "")
+        raise ReviewError(f"--out {out} already holds a review ({named}): "
+                          "pass --overwrite to replace it, --carry to keep its verdicts, or another --out "
+                          "(nothing was written)")
 
 
 def tiles_in_order(rows: Sequence[dict], paths: dict[str, Path], sizes: dict, context: int,
@@ -288,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReviewError(f"--out {out} is a file: pass a folder")
         carry_is_target = args.carry is not None and args.carry.resolve() == target.resolve()
         existing = check_target(target, carry_is_target)
+        check_out(out, args.pred, args.boxes, args.overwrite, carry_is_target)
         old = None
         if args.carry is not None:     # the review at --out is read once; a missing --carry file gets read_review's line
             old = existing if carry_is_target and existing is not None else read_review(args.carry)

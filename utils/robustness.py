@@ -40,13 +40,14 @@ from utils import RESULTS_DIR
 from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, add_verify, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.eval.metrics import THRESHOLD, Evaluator
-from utils.files import write_json
+from utils.files import check_output, write_json
 from utils.infer.device import Predictor, select_device
 from utils.infer.predict import PredictOptions, default_batch_size, predict_maps
 from utils.verify.apply import describe_verification, load_verification
 
 DEFAULT_SIGMAS = (5.0, 10.0, 15.0, 20.0, 30.0)  # grey levels of 255; NoisySIRST's levels are within this range
 GREY_LEVELS = 255.0  # sigma units: 1 / 255 of the intensity range
+REPORT = "robustness.json"  # written into --out
 
 
 def unit_noise(name: str, shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -123,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quantise", action=BoolFlag, default=True,
                         help="re-quantise noisy frames to 8 bits as NoisySIRST's PNGs (default); --no-quantise keeps floats")
     parser.add_argument("--out", type=Path, default=None, help="folder for robustness.json (default results/NAME)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing OUT/robustness.json")
     add_dtype(parser)
     add_device(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None,
@@ -134,30 +136,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         root = resolve_data_root(args.data_root)
+        out = args.out if args.out is not None else RESULTS_DIR / root.name
+        check_output(out / REPORT, args.overwrite, [("--checkpoint", args.checkpoint)], label=str(out / REPORT))
         dataset = IRSTDDataset(root, args.split, args.layout)
         net, meta = load_model(args.checkpoint)
         device = select_device(args.device)
         predictor = Predictor(net, device, args.dtype)
         if args.verify:
             predictor.verification = load_verification(meta, device)
-    except (CheckpointError, DataError, ValueError) as error:
+    except (CheckpointError, DataError, ValueError) as error:   # ValueError: also utils.files.OutputError
         return fail(str(error))
     start = time.perf_counter()
     batch_size = args.batch_size or default_batch_size(device)
     evaluators = evaluate_noise(predictor, dataset, args.sigmas, args.seed, args.quantise, batch_size,
                                 progress=not args.quiet)
     rows = [{"sigma": sigma, **ev.compute()} for sigma, ev in evaluators.items()]
-    out = args.out if args.out is not None else RESULTS_DIR / root.name
     report = {"checkpoint": str(args.checkpoint), "data_root": str(root), "split": args.split, "seed": args.seed,
               "quantised_to_8_bits": args.quantise, "sigma_units": "grey levels of 255",
               "dtype": args.dtype, "threshold": THRESHOLD,
               "verifier": describe_verification(predictor),
               "note": "fa is a fraction of pixels (x1e-6 in the table)",
               "levels": rows}
-    write_json(out / "robustness.json", report)
+    write_json(out / REPORT, report)
     print(format_table(rows))
     print(f"{len(dataset)} frames x {len(rows)} levels in {time.perf_counter() - start:.1f} s; "
-          f"wrote {out / 'robustness.json'}")
+          f"wrote {out / REPORT}")
     return 0
 
 

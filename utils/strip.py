@@ -27,13 +27,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.cli import fail
+from utils.cli import BoolFlag, fail
 from utils.data import DataError, iter_video_frames
 from utils.data.labels import read_box_labels
 from utils.eval.boxes import GROW_PX, inside_grown_box
 from utils.eval.boxscore import BoxScoreError
-from utils.files import atomic_write_bytes
-from utils.infer.record import RecordError, video_targets
+from utils.files import OutputError, atomic_write_bytes, check_output
+from utils.infer.record import RecordError, run_inputs, video_targets
 
 N_FRAMES = 5
 LABEL_BGR, HIT_BGR, FA_BGR = (0, 200, 0), (0, 230, 255), (0, 0, 255)  # green, yellow, red
@@ -169,17 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, required=True, help="the video the run processed")
     parser.add_argument("--pred", type=Path, required=True, help="the --out folder of inference.py --video")
     parser.add_argument("--boxes", type=Path, required=True, metavar="LABELS.csv", help="box labels video,frame,x,y,w,h")
-    parser.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG to write (new, or --overwrite)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing --out (never an input)")
     parser.add_argument("--frames", type=int, nargs="+", default=None, help="frames to show (default: chosen)")
     parser.add_argument("--n", type=int, default=N_FRAMES, help=f"frames to choose (default {N_FRAMES})")
     parser.add_argument("--scale", type=int, default=1, help="enlarge each frame this many times (default 1)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.scale < 1:
         parser.error("--n and --scale must be >= 1")
+    files, folders = run_inputs(args.pred)
     try:
+        check_output(args.out, args.overwrite, [("--video", args.video), ("--boxes", args.boxes), *files],
+                     [*folders, ("a picture there would be read as a prediction", args.pred)])
         strip, shown = draw_strip(args.video, args.pred, args.boxes, args.frames, args.n, args.scale)
         write_strip(args.out, strip)
-    except (BoxScoreError, DataError, RecordError) as error:
+    except (BoxScoreError, DataError, RecordError, OutputError) as error:
         return fail(str(error))
     except OSError as error:
         return fail(f"cannot write {args.out} ({error.strerror or error}): pass a writable --out")

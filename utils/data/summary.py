@@ -18,10 +18,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.cli import EXIT_OK, add_log_level, fail, finite_float, setup_logging
+from utils.cli import EXIT_OK, BoolFlag, add_log_level, fail, finite_float, setup_logging
 from utils.data.frames import THREADS, DataError, Sample, load_native, raise_bad
 from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, detect_layout, index_samples, resolve_data_root
 from utils.data.video_summary import draw_pseudo_masks, format_video_summary, summarize_video
+from utils.files import check_output
 
 
 def summarize(
@@ -143,12 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PNG",
         help="video layout only: draw box, pseudo-mask and ignore region on 12 labelled frames into PNG (no summary)",
     )
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing --pictures PNG")
     add_log_level(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
         if args.pictures is not None:
             root = resolve_data_root(args.data_root)
+            check_output(args.pictures, args.overwrite, folders=[("the dataset", root)], option="--pictures")
             if (args.layout or detect_layout(root)) != "video":
                 raise DataError(f"--pictures draws box pseudo-masks: {root} is not a video root (videos/*.mp4)")
             print(draw_pseudo_masks(root, args.pictures))

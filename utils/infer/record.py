@@ -4,7 +4,11 @@ An ``inference.py`` run writes one folder (``--out``), and everything that reads
 ``python -m utils.review``, ``python -m utils.strip``, ``make demo``) goes through here:
 
 - ``prepare_out``: one folder holds one run; a folder that is not empty is refused, and with
-  overwrite=True the outputs of an earlier run are removed first (only files this project writes).
+  overwrite=True the outputs of an earlier run are removed first (only files this project writes, never one
+  of the run's inputs). The temporary files of a stopped run (``NAME.tmp``, ``STEM.tmp.mp4``: ``temp_path``)
+  are recognised as such and removed. inference.py holds the folder's lock (``utils.files.locked_folder``)
+  from before this check to the end of the run.
+- ``run_inputs``: the files and folders of a run that a command reading it must not write onto.
 - ``map_path`` / ``frame_map_name``: where a frame's maps are, ``img/NAME.png`` and ``mat/NAME.mat``
   (a video frame is named ``VIDEO_FFFFFF``, its 0-based index in six digits).
 - ``write_detections`` / ``read_detections``: ``detections.csv`` (one row per target) and
@@ -31,7 +35,7 @@ import numpy as np
 
 from utils.data.labels import frame_name
 from utils.eval.metrics import CONNECTIVITY, THRESHOLD
-from utils.files import atomic_write_bytes, file_sha256, write_json
+from utils.files import LOCK_NAME, atomic_write_bytes, file_sha256, write_json
 
 DETECTION_FIELDS = ("target", "x", "y", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "peak_prob", "mean_prob")
 DETECTIONS_CSV, DETECTIONS_JSON, MANIFEST = "detections.csv", "detections.json", "manifest.json"
@@ -135,17 +139,54 @@ def _earlier_videos(out: Path) -> set[str]:
         return set()
 
 
+def temp_path(path: Path) -> Path:
+    """Return where a file is written before it is renamed to path: NAME.tmp (utils.files.atomic_write), or
+    STEM.tmp.mp4 for a video (OpenCV picks the container by the suffix; writers.VideoOverlay)."""
+    path = Path(path)
+    if path.suffix.lower() == ".mp4":
+        return path.with_name(path.stem + ".tmp" + path.suffix)
+    return path.with_name(path.name + ".tmp")
+
+
+def _is_temp(name: str) -> bool:
+    """Return True for the name of a temporary file this project writes (temp_path), which a stopped run leaves."""
+    return name.endswith(".tmp") or name.lower().endswith(".tmp.mp4")
+
+
 def _is_known(name: str) -> bool:
     """Return True for a top-level file name this project writes (or its .tmp left by a stopped run)."""
     base = name[:-4] if name.endswith(".tmp") else name
-    return base in KNOWN_FILES
+    return base in KNOWN_FILES or _is_temp(name)
 
 
-def prepare_out(out: Path, overwrite: bool = False) -> list[Path]:
+def run_inputs(pred_dir: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """Return (files, folders) of a run folder that a command reading it reads: its record files, and the folders of
+    maps and overlays (utils.files.check_output's ``inputs`` and ``folders``)."""
+    pred_dir = Path(pred_dir)
+    files = [("the run's record", pred_dir / name) for name in (DETECTIONS_CSV, DETECTIONS_JSON, MANIFEST)]
+    return files, [("the run's maps", pred_dir / sub) for sub in MAP_FOLDERS]
+
+
+def _inputs_in(paths: list[Path], inputs: Iterable[Path]) -> list[str]:
+    """Return the paths (as given) that are one of inputs, lie directly in an input folder, or hold an input."""
+    resolved = {Path(i).resolve() for i in inputs}
+    hits = []
+    for path in paths:
+        real = path.resolve()
+        if real in resolved or real.parent in resolved or (path.is_dir() and any(i.is_relative_to(real)
+                                                                                 for i in resolved)):
+            hits.append(str(path))
+    return hits
+
+
+def prepare_out(out: Path, overwrite: bool = False, inputs: Iterable[Path] = ()) -> list[Path]:
     """Make out ready for one run: create it when absent; return the earlier outputs removed (overwrite=True).
 
     OutputFolderError when out is not empty and overwrite is False, or holds files this project
-    does not write (named; nothing is removed then); OSError when out is a file or cannot be written.
+    does not write (named; nothing is removed then), or when an earlier output to remove is one of
+    ``inputs`` (files and folders the run reads: a video, the frames' folder) or holds one; OSError when
+    out is a file or cannot be written. A folder holding nothing but a stopped run's temporary files (and
+    the lock) is cleaned without overwrite.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -153,7 +194,7 @@ def prepare_out(out: Path, overwrite: bool = False) -> list[Path]:
     if not out.is_dir():
         out.mkdir(parents=True)
         return []
-    entries = sorted(out.iterdir())
+    entries = sorted(e for e in out.iterdir() if e.name != LOCK_NAME)  # the lock is this run's (locked_folder)
     if not entries:
         return []
     videos = _earlier_videos(out)
@@ -177,10 +218,17 @@ def prepare_out(out: Path, overwrite: bool = False) -> list[Path]:
             f"--out {out} is not empty and holds {len(unknown)} file(s) inference.py did not write: "
             f"{', '.join(unknown[:N_NAMED])}{' ...' if len(unknown) > N_NAMED else ''}; pass another --out (nothing "
             "was changed; --overwrite removes only this project's outputs, so it cannot clear this folder)")
-    if not overwrite:
+    leftovers = all(_is_temp(p.name) or (p.is_dir() and p in entries) for p in known)
+    if not overwrite and not leftovers:
         raise OutputFolderError(
             f"--out {out} already holds the outputs of an earlier run ({', '.join(e.name for e in entries[:N_NAMED])}"
             f"{' ...' if len(entries) > N_NAMED else ''}): pass --overwrite to replace it, or another --out")
+    hits = _inputs_in(known, inputs)
+    if hits:
+        raise OutputFolderError(
+            f"--out {out} holds this run's input(s) among an earlier run's outputs ({', '.join(hits[:N_NAMED])}): "
+            "--overwrite would remove them before they are read; copy them elsewhere or pass another --out (nothing "
+            "was changed)")
     for path in known:  # files first, then their (now empty) folders
         if path.is_dir():
             path.rmdir()

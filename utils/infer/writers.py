@@ -18,7 +18,7 @@ import scipy.io
 
 from utils.eval.metrics import THRESHOLD
 from utils.files import atomic_write_bytes, write_png
-from utils.infer.record import map_path
+from utils.infer.record import map_path, temp_path
 
 OVERLAY_GAP_PX = 4  # white gap between the overlay and D
 GT_BGR, DET_BGR, BOTH_BGR = (0, 255, 0), (0, 0, 255), (0, 255, 255)  # green, red, yellow
@@ -95,7 +95,7 @@ class VideoOverlay:
 
     def __init__(self, path: Path, fps: float, scale: int = 2):
         self.path, self.fps, self.scale = Path(path), fps if fps > 0 else 30.0, scale
-        self.tmp = self.path.with_name(self.path.stem + ".tmp" + self.path.suffix)
+        self.tmp = temp_path(self.path)
         self.writer: cv2.VideoWriter | None = None
 
     def write(self, frame: np.ndarray, detections: list[dict]) -> None:

@@ -50,7 +50,16 @@ from tqdm import tqdm
 from models import CheckpointError, load_checkpoint, load_model
 from models.verifier import CandidateVerifier, VerifierConfig
 from utils.checkpoint import atomic_save, code_revision
-from utils.cli import add_device, add_log_level, fail, finite_float, non_negative_int, positive_int, setup_logging
+from utils.cli import (
+    BoolFlag,
+    add_device,
+    add_log_level,
+    fail,
+    finite_float,
+    non_negative_int,
+    positive_int,
+    setup_logging,
+)
 from utils.data import (
     DataError,
     IRSTDDataset,
@@ -63,7 +72,7 @@ from utils.data import (
 from utils.eval.boxes import BoxCounts, frame_outcomes, inside_grown_box
 from utils.eval.metrics import THRESHOLD, Evaluator, plain
 from utils.eval.selection import selection_score
-from utils.files import atomic_write, atomic_write_text
+from utils.files import atomic_write, atomic_write_text, check_output
 from utils.infer.device import Predictor, select_device
 from utils.infer.predict import default_batch_size, predict_maps
 from utils.train.config import SOURCES_PATH_HINT, ConfigError, parse_sources
@@ -364,7 +373,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                  "and store it in a copy of the checkpoint (docs/verifier.md).")
     parser.add_argument("--checkpoint", required=True, type=Path, help="an LRRNet checkpoint of run_configs.py")
     parser.add_argument("--out", required=True, type=Path,
-                        help="the checkpoint to write: the input plus its verifier (may be the input itself)")
+                        help="the checkpoint to write: the input plus its verifier (an existing file, the input "
+                             "itself included, only with --overwrite)")
+    parser.add_argument("--overwrite", action=BoolFlag, help="replace an existing --out (e.g. the input itself)")
     parser.add_argument("--sources", default=None,
                         help="NAME[:WEIGHT],... as run_configs.py takes them (default: the checkpoint's own "
                              "--sources); the first needs pixel masks and a test split")
@@ -437,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
     try:
+        check_output(args.out, args.overwrite)     # before the minutes of collecting candidates
         device = select_device(args.device)
         net, config, sources = read_checkpoint(args.checkpoint, args.sources)
         train_splits, val_splits, test = build_splits(sources, config, (*args.video_every, *args.video_val_every))
