@@ -47,7 +47,7 @@ demo-clip: $(STAMP)
 	@test -f $(CLIP_CKPT) || { echo "error: checkpoint $(CLIP_CKPT) is missing: restore it (git checkout -- $(CLIP_CKPT)) or pass CLIP_CKPT=FILE"; exit 2; }
 	$(VPY) inference.py --checkpoint $(CLIP_CKPT) --video $(CLIP) --out $(CLIP_OUT) --overlay --overwrite --quiet
 	$(VPY) cal_from_mask.py --boxes $(CLIP_LABELS) --pred $(CLIP_OUT) --quiet
-	$(VPY) -m utils.strip --video $(CLIP) --pred $(CLIP_OUT) --boxes $(CLIP_LABELS) --out $(STRIP)
+	$(VPY) -m utils.strip --video $(CLIP) --pred $(CLIP_OUT) --boxes $(CLIP_LABELS) --out $(STRIP) --overwrite
 	@$(VPY) -m utils.demo check --checkpoint $(CLIP_CKPT) --pred $(CLIP_OUT) || true
 
 demo-sirst: $(STAMP)

@@ -15,7 +15,8 @@ manifest.json (checkpoint and its sha256, source, split, options, every file wri
 One --out folder holds one run: a folder that is not empty is refused (exit 2, nothing touched);
 --overwrite first removes an earlier run's outputs (only files this project writes: a folder
 holding anything else is refused). The scorers refuse a folder whose files its manifest does
-not list (two runs mixed).
+not list (two runs mixed). The folder is locked for the run (OUT/.lock, utils/files.py): a second
+run into it is refused at once; a killed run's lock and temporary files are recognised and cleared.
 
 Frames of one size are batched; frames above --tile-above pixels run as blended tiles
 (utils/predict.py). float32 is the default because the exported maps are what gets scored;

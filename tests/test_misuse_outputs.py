@@ -18,7 +18,7 @@ from tests.conftest import random_checkpoint
 from tests.test_boxscore import FRAMES, LABELS, write_labels, write_predictions
 from tests.test_video_inference import write_video
 from utils import ROOT, lowrank, merge, review, robustness, strip
-from utils.data import summary
+from utils.data import summary, synthetic
 from utils.export import main as export_main
 from utils.files import LOCK_NAME, OutputError, check_output, locked_folder
 from utils.infer.record import temp_path
@@ -320,3 +320,22 @@ def test_video_leftovers_name_is_the_record_s(tmp_path):
     """The overlay's temporary name comes from the run record, so prepare_out knows it as a leftover."""
     assert VideoOverlay(tmp_path / "a.mp4", 30).tmp == temp_path(tmp_path / "a.mp4") == tmp_path / "a.tmp.mp4"
     assert temp_path(tmp_path / "detections.json") == tmp_path / "detections.json.tmp"
+
+
+def test_synthetic_refuses_a_folder_it_did_not_write_and_replaces_its_own_only_with_overwrite(tmp_path, capsys):
+    argv = ["--n-trainval", "3", "--n-test", "2", "--height", "32", "--width", "32"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    refused(capsys, synthetic.main(["--out", str(mine), *argv]), f"--out {mine}", "synthetic.json")
+    assert digests(mine) == {str(mine / "notes.txt"): hashlib.sha256(b"mine").hexdigest()}
+    scenes = tmp_path / "scenes"
+    assert synthetic.main(["--out", str(scenes), *argv]) == 0
+    before = digests(scenes)
+    refused(capsys, synthetic.main(["--out", str(scenes), "--n-trainval", "2", "--n-test", "1", "--height", "32",
+                                    "--width", "32"]), "--overwrite")
+    assert digests(scenes) == before
+    assert synthetic.main(["--out", str(scenes), "--n-trainval", "2", "--n-test", "1", "--height", "32", "--width",
+                           "32", "--overwrite"]) == 0   # a smaller set: the earlier set's extra scenes are gone
+    assert sorted(p.name for p in (scenes / "trainval" / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert sorted(p.name for p in (scenes / "test" / "masks").iterdir()) == ["100000.png"]

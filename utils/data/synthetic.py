@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from utils.cli import BoolFlag, fail
 from utils.files import write_json, write_png
 
 MASK_FRACTION = 0.5  # mask = blob above half its peak: the blob's full width at half maximum
@@ -39,6 +41,8 @@ EDGE_MARGIN_PX = 12  # target centres stay this far from the border
 MIN_SEPARATION_PX = 20  # between target centres
 CLUTTER_WINDOW_PX = 15  # half-size of the window the local mean and std are measured in
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(1.0 / MASK_FRACTION))  # diameter at MASK_FRACTION of peak / sigma
+SYNTHETIC_JSON = "synthetic.json"  # what the generator wrote (seed, sizes), beside the scenes
+SCENE_NAME = re.compile(r"[01]\d{5}\.png")  # a scene: split id (0 trainval, 1 test), index in five digits
 
 
 def _lowpass(rng: np.random.Generator, height: int, width: int, cells: tuple[int, int], octaves: int) -> np.ndarray:
@@ -211,7 +215,7 @@ def write_dataset(
         "scr": SCR_RANGE,
         "mask_fraction": MASK_FRACTION,
     }
-    write_json(root / "synthetic.json", meta)
+    write_json(root / SYNTHETIC_JSON, meta)
     return root
 
 
@@ -226,8 +230,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action=BoolFlag,
+                        help="replace the scenes of an earlier python -m utils.synthetic in --out (nothing else)")
     args = parser.parse_args(argv)
-    root = write_dataset(args.out, args.n_trainval, args.n_test, (args.height, args.width), args.seed)
+    if min(args.n_trainval, args.n_test, args.height, args.width) < 1:
+        parser.error("--n-trainval, --n-test, --height and --width must be at least 1")
+    out = args.out
+    if out.exists() and not out.is_dir():
+        return fail(f"--out {out} is a file: pass a folder (new or empty)")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SYNTHETIC_JSON).is_file():
+            return fail(f"--out {out} is not empty and holds no {SYNTHETIC_JSON} (not written by utils.synthetic): "
+                        "pass a new or empty --out (nothing was written)")
+        if not args.overwrite:
+            return fail(f"--out {out} already holds generated scenes: pass --overwrite to replace them, or another "
+                        "--out (nothing was written)")
+        for old in out.glob("*/*/*.png"):   # the earlier scenes alone: a smaller set must not keep its extra frames
+            if old.parent.name in ("images", "masks") and old.parent.parent.name in ("trainval", "test") \
+                    and SCENE_NAME.fullmatch(old.name):
+                old.unlink()
+    root = write_dataset(out, args.n_trainval, args.n_test, (args.height, args.width), args.seed)
     print(f"wrote {args.n_trainval} trainval + {args.n_test} test scenes to {root}")
     return 0
 
