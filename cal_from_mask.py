@@ -9,7 +9,8 @@ library is utils/eval/scoring.py). Writes OUT/metrics.json (or --json FILE) and 
 (OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
 predictions are missing (listed), unreadable, logits instead of probabilities, or of another
 aspect ratio than their mask (re-export the prediction at the frame's size), and when --out is a
-file or read-only (found before scoring). An 8-bit PNG holding only 0 and 1 (a binary map saved
+file or read-only (found before scoring). A report never replaces an input (the labels, --reviewed,
+the run's detections or manifest, its maps) and replaces an existing report only with --overwrite. An 8-bit PNG holding only 0 and 1 (a binary map saved
 as 0/1, not x 255) is read as that binary map, with one warning per folder. A split whose masks
 hold no target reports Pd, recall, F1 and AUC as undefined (null, "-") with a warning.
 

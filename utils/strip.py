@@ -15,7 +15,8 @@
 Frames (``--frames``, or chosen): the middle frame of each stretch of labelled frames of one kind
 (target present / absent), longest stretches first, then more frames spread over the longest
 stretches, shown in time order; so a clip with a target-absent stretch always shows one of its
-frames. Deterministic: the same inputs give the same PNG.
+frames. Deterministic: the same inputs give the same PNG. ``--out`` is never an input nor in the run
+folder (the scorers would read a PNG there as a map); an existing file is replaced only with ``--overwrite``.
 """
 from __future__ import annotations
 
