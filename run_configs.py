@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,12 +109,24 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(err))
 
     folder = args.resume or (Path(cfg.out) if cfg.out else None)  # a named run folder is locked for the run
-    lock = locked_folder(folder) if folder is not None and os.environ.get("RANK", "0") == "0" else nullcontext()
+    with ExitStack() as held:
+        try:
+            if folder is not None and os.environ.get("RANK", "0") == "0":
+                held.enter_context(locked_folder(folder))
+        except OSError as err:   # a file, or a folder that cannot be created
+            option = "--resume" if args.resume else "--out"
+            return fail(f"{option} {folder} cannot hold a run ({err.strerror or err}): give another {option}")
+        except OutputError as err:
+            return fail(str(err))
+        return run(cfg, args)
+
+
+def run(cfg: cfgs.TrainConfig, args: argparse.Namespace) -> int:
+    """Train; return the exit code (2 for bad data or a bad file, 1 when the run diverged)."""
     try:
-        with lock:
-            train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
-                  overwrite=args.overwrite)
-    except (DataError, CheckpointError, cfgs.ConfigError, OutputError) as err:
+        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
+              overwrite=args.overwrite)
+    except (DataError, CheckpointError, cfgs.ConfigError) as err:
         return fail(str(err))
     except NonFiniteLoss as err:
         fail(str(err))

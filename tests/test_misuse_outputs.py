@@ -339,3 +339,11 @@ def test_synthetic_refuses_a_folder_it_did_not_write_and_replaces_its_own_only_w
                            "32", "--overwrite"]) == 0   # a smaller set: the earlier set's extra scenes are gone
     assert sorted(p.name for p in (scenes / "trainval" / "images").iterdir()) == ["000000.png", "000001.png"]
     assert sorted(p.name for p in (scenes / "test" / "masks").iterdir()) == ["100000.png"]
+
+
+def test_training_into_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me")
+    refused(capsys, run_configs.main(["--config", "synthetic", "--out", str(blocker), "--device", "cpu"]),
+            f"--out {blocker}", "not a folder")
+    assert blocker.read_text() == "keep me"
