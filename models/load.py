@@ -62,7 +62,8 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     The metadata of our checkpoints holds the resolved training config ("config"), the epoch,
     the selected weights ("raw" or "ema"), val/test scores and history; for a raw state_dict it
-    is {"source": "release state_dict"}.
+    is {"source": "release state_dict"}. CheckpointError (one line naming the file) when the weights do not fit the
+    network (``check_fit``) or hold NaN or Inf (``check_finite``).
     """
     ckpt = load_checkpoint(path)
     if isinstance(ckpt.get("model"), dict):

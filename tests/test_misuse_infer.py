@@ -155,12 +155,15 @@ def test_ctrl_c_says_what_was_kept(setup):
     command = [sys.executable, "inference.py", "--quiet", "--device", "cpu", "--checkpoint", ckpt, "--images", frames,
                "--out", out]
     proc = subprocess.Popen(list(map(str, command)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    deadline = time.monotonic() + 120
-    while not any((out / "img").glob("*.png")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:   # (SIG_DFL: Python's Ctrl-C handling even where pytest runs as a background job, SIGINT ignored)
+        deadline = time.monotonic() + 300
+        while not any((out / "img").glob("*.png")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith(f"interrupted: {out} holds the outputs of the frames done so far")
     assert not (out / "manifest.json").exists()

@@ -104,7 +104,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         barrier(run.world)
         return score_on_test(state, run)
     except KeyboardInterrupt:
-        raise Interrupted(interrupted_note(run, saved, cfg.epochs)) from None
+        raise Interrupted(interrupted_note(run, saved, cfg.epochs, run_dir if resume else None)) from None
     finally:
         if epoch_log is not None:
             epoch_log.close()
@@ -114,10 +114,13 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
             dist.destroy_process_group()
 
 
-def interrupted_note(run: Run | None, saved: int, epochs: int) -> str:
-    """Return what an interrupted run kept and how to go on, in one line."""
+def interrupted_note(run: Run | None, saved: int, epochs: int, resumed: Path | None = None) -> str:
+    """Return what an interrupted run kept and how to go on, in one line (resumed: the folder of a --resume)."""
+    if run is None and resumed is not None:
+        return f"stopped before training went on: {resumed} is as it was; go on with: python run_configs.py --resume {resumed}"
     if run is None:
-        return "stopped while setting the run up, before any epoch: nothing to resume; start it again"
+        return ("stopped while setting the run up, before any epoch: nothing to resume; start it again (with "
+                "--overwrite if its --out already holds generated scenes)")
     if saved == 0:
         return (f"stopped in the first epoch: {run.dir} holds no checkpoint yet; start again (add --overwrite to "
                 "reuse that --out)")
