@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from utils.cli import BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
+from utils.cli import ArgumentParser, BoolFlag, add_log_level, fail, finite_float, non_negative_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError
 from utils.eval.boxscore import (
     CURVE_SOURCES,
@@ -58,7 +58,7 @@ log = logging.getLogger("cal_from_mask")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
-    parser = argparse.ArgumentParser(description="Score saved probability maps against a split's masks "
+    parser = ArgumentParser(prog="cal_from_mask.py", description="Score saved probability maps against a split's masks "
                                                  "(IoU, nIoU, P/R/F1, Pd, Fa, ROC, AUC), or video detections "
                                                  "against box labels (--boxes: Pd, false alarms per frame).")
     parser.add_argument("--pred", required=True, type=Path,

@@ -37,6 +37,7 @@ from typing import Sequence
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
 from utils.cli import (
+    ArgumentParser,
     BoolFlag,
     add_device,
     add_dtype,
@@ -44,6 +45,7 @@ from utils.cli import (
     add_verify,
     fail,
     finite_float,
+    interrupted,
     non_negative_int,
     positive_int,
     setup_logging,
@@ -74,7 +76,7 @@ CONFIRM_RADIUS_PX = 5.0  # a drone at 30 frames/s moves a few pixels a frame in 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed and checked command line."""
-    parser = argparse.ArgumentParser(description="Export LRRNet probability maps (.mat, .png), reconstructions "
+    parser = ArgumentParser(prog="inference.py", description="Export LRRNet probability maps (.mat, .png), reconstructions "
                                                  "and detected targets for a dataset split or a folder of frames.")
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="run_configs.py checkpoint (.pt) or the authors' raw state_dict (.pkl/.pth)")
@@ -109,7 +111,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overlap", type=non_negative_int, default=OVERLAP_PX,
                         help=f"tile overlap in px, the blend ramp's width (default {OVERLAP_PX})")
     parser.add_argument("--sixteen-bit", default="range", choices=SIXTEEN_BIT_MODES,
-                        help="16-bit frames: / 65535 (range) or per-frame 0.5-99.5 percentile stretch")
+                        help="16-bit frames and 16-bit grey videos (FFV1 gray16le, read at full depth): / 65535 "
+                             "(range) or per-frame 0.5-99.5 percentile stretch")
     parser.add_argument("--overlay", action=BoolFlag,
                         help="also write OUT/overlay/STEM.png (frames) or the annotated video OUT/STEM.mp4 (--video)")
     video = parser.add_argument_group("video (--video, or --data-root of a box-labelled video dataset)")
@@ -182,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_videos_open(videos)
     except (CheckpointError, DataError, ExportError, ValueError) as error:
         return fail(str(error))
+    except KeyboardInterrupt:
+        return interrupted("nothing was written")
     if videos is None and (args.every != 1 or args.confirm or args.save_maps):
         return fail("--every, --confirm and --save-maps apply to videos only (--video, or --data-root of a "
                     "box-labelled video dataset)")
@@ -201,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_frames(args, predictor, samples, warnings, out, opts, device, source, carve, meta, skipped)
     except (OutputFolderError, OutputError) as error:
         return fail(str(error))
+    except KeyboardInterrupt:
+        return interrupted(f"{out} holds the outputs of the frames done so far, without detections.csv/.json and "
+                           "manifest.json; run the same command again with --overwrite")
     except OSError as error:  # the output folder: read-only, a file, full
         return fail(f"cannot write to {out} ({error.strerror or error}): pass a writable --out")
 

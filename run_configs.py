@@ -27,19 +27,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from models import CheckpointError
-from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, add_log_level, fail
+from utils.cli import EXIT_OK, EXIT_PARTIAL, BoolFlag, RawDescriptionHelpFormatter, add_log_level, fail, interrupted
 from utils.data import DataError
 from utils.files import OutputError, locked_folder
 from utils.infer.device import select_device
 from utils.train import config as cfgs
-from utils.train.loop import NonFiniteLoss, train
-
-RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
+from utils.train.config import RESUMABLE
+from utils.train.loop import Interrupted, NonFiniteLoss, train
 
 
 def build_parser() -> cfgs.ArgumentParser:
     """Return the parser: --config / --resume / --list / --log-level, then one option per TrainConfig field."""
-    parser = cfgs.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = cfgs.ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter,
                                  allow_abbrev=False,
                                  usage="%(prog)s (--config NAME | --resume RUN_DIR | --list) [--key value ...]")
     parser.add_argument("--config", choices=list(cfgs.CONFIGS), metavar="NAME",
@@ -52,6 +51,7 @@ def build_parser() -> cfgs.ArgumentParser:
                         help="a new run whose --out folder already holds a run removes that run's files first "
                              "(config.json, train.log, tb/, val_split.txt, *.pt, summary.json, synthetic/) once "
                              "the config, weights and data have been checked; without it such a folder is refused")
+    parser.add_argument("--quiet", action=BoolFlag, help="no progress bars; only warnings and errors are shown")
     add_log_level(parser)
     cfgs.add_arguments(parser)
     return parser
@@ -85,6 +85,11 @@ def resolve(args: argparse.Namespace, rest: list[str]) -> cfgs.TrainConfig:
         cfg = replace(cfgs.load(args.resume / "config.json"), **overrides)
     else:
         cfg = cfgs.build(args.config, overrides)
+        other_data = [cfgs.flag(k) for k in ("sources", "data_root", "dataset") if k in overrides]
+        if cfg.synthetic and other_data:
+            raise cfgs.ConfigError(f"{' and '.join(other_data)} name data, but config {cfg.config_name!r} trains on "
+                                   "generated scenes (synthetic: true): add --no-synthetic to train on that data, or "
+                                   f"drop {' and '.join(other_data)}")
     try:
         select_device(cfg.device)
     except ValueError as err:
@@ -105,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         cfg = resolve(args, rest)
     except cfgs.ConfigError as err:
-        parser.print_usage(sys.stderr)
-        return fail(str(err))
+        return fail(f"{err} (python run_configs.py --help lists the options)")
 
     folder = args.resume or (Path(cfg.out) if cfg.out else None)  # a named run folder is locked for the run
     with ExitStack() as held:
@@ -124,10 +128,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(cfg: cfgs.TrainConfig, args: argparse.Namespace) -> int:
     """Train; return the exit code (2 for bad data or a bad file, 1 when the run diverged)."""
     try:
-        train(cfg, run_dir=args.resume, resume=args.resume is not None, log_level=args.log_level,
-              overwrite=args.overwrite)
+        train(cfg, run_dir=args.resume, resume=args.resume is not None,
+              log_level="warning" if args.quiet and args.log_level in ("debug", "info") else args.log_level,
+              overwrite=args.overwrite, progress=not args.quiet)
     except (DataError, CheckpointError, cfgs.ConfigError) as err:
         return fail(str(err))
+    except Interrupted as err:
+        return interrupted(str(err))
     except NonFiniteLoss as err:
         fail(str(err))
         return EXIT_PARTIAL

@@ -16,6 +16,7 @@ from .lrrnet import LRRNet
 TRAINING_STATE = ("model", "optimizer", "scheduler", "scaler", "ema", "rng")  # not metadata
 MODELS = {"LRRNet": LRRNet}
 RUNTIME_HPARAMS = ("attention", "channels_last")  # speed choices of this machine, not part of the weights
+N_NAMED = 3  # tensor names shown when a checkpoint does not fit
 
 
 class CheckpointError(ValueError):
@@ -61,12 +62,18 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
     The metadata of our checkpoints holds the resolved training config ("config"), the epoch,
     the selected weights ("raw" or "ema"), val/test scores and history; for a raw state_dict it
-    is {"source": "release state_dict"}.
+    is {"source": "release state_dict"}. CheckpointError (one line naming the file) when the weights do not fit the
+    network (``check_fit``) or hold NaN or Inf (``check_finite``).
     """
     ckpt = load_checkpoint(path)
     if isinstance(ckpt.get("model"), dict):
         hparams = {k: v for k, v in ckpt.get("model_hparams", {}).items() if k not in RUNTIME_HPARAMS}
-        net = get_model(ckpt.get("model_name", "LRRNet"), **hparams)
+        try:
+            net = get_model(ckpt.get("model_name", "LRRNet"), **hparams)
+        except (TypeError, ValueError) as err:   # hyperparameters this code does not know, or out of range
+            raise CheckpointError(f"checkpoint {path} has model_name {ckpt.get('model_name', 'LRRNet')!r} and "
+                                  f"model_hparams {hparams} that this code cannot build ({err}); pass a checkpoint "
+                                  "written by run_configs.py") from None
         state = ckpt["model"]
         meta = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
     else:  # a raw state_dict, as the authors publish
@@ -74,10 +81,31 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}  # saved from a DataParallel/DDP wrapper
         meta["note"] = "stripped the 'module.' prefix of a DataParallel/DDP state_dict"
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).split("\n")[0:3]
-        raise CheckpointError(f"checkpoint {path} does not fit LRRNet ({' '.join(s.strip() for s in first)}); "
-                              "pass a checkpoint of this network") from None
+    check_fit(net, state, path)
+    check_finite(state, path)
+    net.load_state_dict(state, strict=True)
     return net.eval(), meta
+
+
+def check_fit(net: nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """Raise CheckpointError, summarised in one line (counts and the first few names), when ``state`` does not fit
+    ``net``: keys missing or unexpected, or tensors of another shape."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = [f"{len(names)} {what} (e.g. {', '.join(names[:N_NAMED])}{', ...' if len(names) > N_NAMED else ''})"
+             for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+             if names]
+    raise CheckpointError(f"checkpoint {path} does not fit {type(net).__name__}: of its {len(state)} tensors, "
+                          f"{'; '.join(parts)}; pass a checkpoint of this network")
+
+
+def check_finite(state: dict[str, Any], path: str | Path) -> None:
+    """Raise CheckpointError naming the file and the first tensor that holds NaN or Inf (a diverged run's weights)."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds non-finite weights (NaN or Inf in {len(bad)} tensor(s), "
+                              f"first {bad[0]}): give weights saved before the run diverged, e.g. its best.pt")

@@ -41,7 +41,8 @@ def count_macs(net: torch.nn.Module, height: int, width: int) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     """Print the summary; return the counts."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m models.summary", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="LRRNet", choices=sorted(MODELS))
     parser.add_argument("--size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
     args = parser.parse_args(argv)

@@ -3,8 +3,10 @@ file and the fix, no traceback, and the files already there unchanged."""
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -139,3 +141,50 @@ def test_scorer_misuse(setup):
         cv2.imwrite(str(wrong / "img" / mask.name), np.zeros((64, 100), np.uint8))
     code, _, err = score("--pred", wrong, "--data-root", root)
     assert code == 2 and "re-export the prediction at the frame's size" in err and str(wrong / "img") in err
+
+
+def test_ctrl_c_says_what_was_kept(setup):
+    tmp, root, _, _ = setup
+    frames = tmp / "many"
+    frames.mkdir()
+    image = cv2.imread(str(sorted((root / "test" / "images").iterdir())[0]), cv2.IMREAD_UNCHANGED)
+    for k in range(40):
+        cv2.imwrite(str(frames / f"f{k:03d}.png"), np.roll(image, k, axis=1))
+    ckpt = random_checkpoint(tmp / "full.pt")
+    out = tmp / "stopped"
+    command = [sys.executable, "inference.py", "--quiet", "--device", "cpu", "--checkpoint", ckpt, "--images", frames,
+               "--out", out]
+    proc = subprocess.Popen(list(map(str, command)), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:   # (SIG_DFL: Python's Ctrl-C handling even where pytest runs as a background job, SIGINT ignored)
+        deadline = time.monotonic() + 300
+        while not any((out / "img").glob("*.png")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted: {out} holds the outputs of the frames done so far")
+    assert not (out / "manifest.json").exists()
+    again = subprocess.run(list(map(str, command + ["--overwrite"])), cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "wrote 40 of 40 frames" in again.stdout, again.stderr
+
+
+def test_a_clip_label_outside_the_frame_is_refused(tmp_path):
+    clip = REPO / "datasets" / "samples"
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", base_width=4, width_mults=(1, 2), blocks_per_level=1, groups=2)
+    out = tmp_path / "clip"
+    code, _, err = infer("--checkpoint", ckpt, "--video", clip / "videos" / "IR_BIRD_019_128-255.mp4", "--every", 16,
+                         "--out", out)
+    assert code == 0, err
+    rows = (clip / "labels.csv").read_text().splitlines()
+    moved = [row if not row.startswith("IR_BIRD_019_128-255,48,") else "IR_BIRD_019_128-255,48,5000,5000,10,10"
+             for row in rows]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(moved) + "\n")
+    before = digests(out)
+    code, _, err = score("--boxes", labels, "--pred", out)
+    assert code == 2 and err.count("\n") == 1 and str(labels) in err and "IR_BIRD_019_128-255:48" in err, err
+    assert "320 x 256" in err and digests(out) == before

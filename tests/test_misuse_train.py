@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -134,3 +136,34 @@ def test_non_finite_lr_is_refused(tmp_path, value):
     result = run("run_configs.py", "--config", "synthetic", *SMALL, "--lr", value, "--out", out)
     refused(result, "--lr", "finite")
     assert not out.exists()
+
+
+def default_sigint() -> None:
+    """Give the child Python's Ctrl-C handling even where this process was started with SIGINT ignored (a
+    background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_says_what_last_pt_holds_and_resume_goes_on(tmp_path):
+    out = tmp_path / "run"
+    argv = ["run_configs.py", "--config", "synthetic", *SMALL, "--out", out, "--quiet"]
+    argv[argv.index("--epochs") + 1] = "200"
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    try:
+        deadline = time.monotonic() + 5 * TIMEOUT   # generous: a loaded machine is slow to start
+        while not (out / "last.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()   # --quiet: no progress bar, no info lines; only the one line
+    assert len(lines) == 1 and lines[0].startswith("interrupted: ") and f"--resume {out}" in lines[0], err
+    done = torch.load(out / "last.pt", weights_only=True)["epoch"]
+    assert f"holds epoch {done} of 200" in lines[0]
+    result = subprocess.run([sys.executable, "run_configs.py", "--resume", str(out), "--epochs", str(done + 1),
+                             "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=5 * TIMEOUT)   # config.json agrees with last.pt
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == done + 1

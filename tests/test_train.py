@@ -237,7 +237,7 @@ def test_init_with_non_finite_weights_is_refused(tmp_path, capsys):
     torch.save(ckpt, path)
     assert run_main([*SMALL, "--init", path, "--out", out]) == 2
     err = capsys.readouterr().err
-    assert f"--init {path} holds non-finite weights" in err and "out_conv.weight" in err
+    assert f"--init {path}: checkpoint {path} holds non-finite weights" in err and "first out_conv.weight" in err
     assert not out.exists()
 
 

@@ -4,7 +4,6 @@ Reading them (ours or the authors' raw state_dicts) is ``models.load_checkpoint`
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
@@ -18,6 +17,7 @@ from torch import nn
 
 from models import CheckpointError, load_checkpoint, load_model
 from utils import ROOT
+from utils.cli import ArgumentParser
 from utils.files import atomic_write
 
 __all__ = ["CheckpointError", "atomic_save", "code_revision", "export", "load_checkpoint", "load_model", "rng_state",
@@ -96,7 +96,7 @@ def export(source: Path, dest: Path, summary: Path | None = None) -> dict:
 
 def main(argv=None) -> int:
     """``python -m utils.checkpoint RUN/best.pt checkpoints/NAME.pt --summary RUN/summary.json``: export; 0."""
-    parser = argparse.ArgumentParser(description="Export a run's checkpoint for shipping: "
+    parser = ArgumentParser(prog="python -m utils.checkpoint", description="Export a run's checkpoint for shipping: "
                                      "python -m utils.checkpoint RUN/best.pt checkpoints/NAME.pt --summary RUN/summary.json")
     parser.add_argument("source", type=Path)
     parser.add_argument("dest", type=Path)

@@ -4,7 +4,9 @@
 - ``--dtype fp32|bf16|fp16`` for the compute precision (training adds ``auto``);
 - booleans are ``--flag`` / ``--no-flag`` (``--flag true|false`` is accepted too, as config files write them);
 - ``--log-level debug|info|warning|error``; warnings go through ``logging``, once, to stderr;
-- a user error ends in one line, ``error: ...`` naming the value or file and the fix, and exit code 2.
+- a user error ends in one line, ``error: ...`` naming the value or file and the fix, and exit code 2; a bad
+  command line too (``ArgumentParser``: one line and a pointer to --help, not argparse's usage block);
+- Ctrl-C ends in one line, ``interrupted: ...`` saying what was kept and how to go on, and exit code 130.
 """
 from __future__ import annotations
 
@@ -92,6 +94,41 @@ class BoolFlag(argparse.Action):
             setattr(namespace, self.dest, True if values is None else parse_bool(values))
         except ValueError as err:
             parser.error(f"{option_string}: {err}")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with a BoolFlag shown as ``--flag [true|false], --no-flag`` (--no-flag takes no value)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not isinstance(action, BoolFlag):
+            return super()._format_action_invocation(action)
+        on = [f"{s} [true|false]" for s in action.option_strings if not s.startswith("--no-")]
+        return ", ".join(on + [s for s in action.option_strings if s.startswith("--no-")])
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """HelpFormatter that keeps the description's line breaks (a module docstring as the description)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The project's parser: a bad command line ends in one line, ``error: ...`` with a pointer to --help, exit 2
+    (not argparse's usage block); BoolFlag options shown as they work (HelpFormatter)."""
+
+    def __init__(self, *args, formatter_class: type = HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str):
+        command = self.prog if self.prog.startswith("python") else f"python {self.prog}"
+        self.exit(EXIT_ERROR, f"error: {message} ({command} --help lists the options)\n")
+
+
+INTERRUPTED = 130  # the shell's exit code for a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def interrupted(what: str) -> int:
+    """Print one line 'interrupted: what' (what was kept and how to go on) to stderr and return INTERRUPTED (130)."""
+    print(f"interrupted: {what}", file=sys.stderr)
+    return INTERRUPTED
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:

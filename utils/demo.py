@@ -16,7 +16,6 @@ machines and BLAS libraries); the rates follow from the counts.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -28,6 +27,7 @@ from typing import Sequence
 import cal_from_mask
 import inference
 from utils import ROOT
+from utils.cli import ArgumentParser
 from utils.files import write_json
 from utils.infer.record import BOX_METRICS
 
@@ -107,7 +107,7 @@ def record(checkpoint: str | Path, everies: Sequence[int] = EVERIES, path: Path 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """record: (re)write a checkpoint's entry; check: compare a run's box_metrics.json with it. 0, 1 (differs) or 2."""
-    parser = argparse.ArgumentParser(description="Record or check the shipped clip's demo scores "
+    parser = ArgumentParser(prog="python -m utils.demo", description="Record or check the shipped clip's demo scores "
                                                  "(datasets/samples/expected_scores.json).")
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="run the clip (CPU, fp32, every frame and every 2nd) and store the scores")

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from models import CheckpointError, load_model
-from utils.cli import BoolFlag, add_log_level, fail, finite_float, positive_int, setup_logging
+from utils.cli import ArgumentParser, BoolFlag, add_log_level, fail, finite_float, positive_int, setup_logging
 from utils.files import check_output, file_sha256
 from utils.infer.onnx import OPSET, ExportError, OnnxPredictor, export_onnx, require
 
@@ -79,7 +79,7 @@ def export_meta(checkpoint: Path, meta: dict) -> dict:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
-    parser = argparse.ArgumentParser(description="Export an LRRNet checkpoint to ONNX (dynamic batch, height, width) "
+    parser = ArgumentParser(prog="python -m utils.export", description="Export an LRRNet checkpoint to ONNX (dynamic batch, height, width) "
                                                  "and check it against PyTorch with onnxruntime.")
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="run_configs.py checkpoint (.pt) or the authors' raw state_dict (.pkl/.pth)")

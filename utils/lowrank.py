@@ -61,7 +61,7 @@ from tqdm import tqdm
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import BoolFlag, add_device, add_log_level, fail, positive_int, setup_logging
+from utils.cli import ArgumentParser, BoolFlag, add_device, add_log_level, fail, positive_int, setup_logging
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root
 from utils.files import OutputError, atomic_write, atomic_write_text, check_output, write_json
 from utils.infer.device import select_device
@@ -304,7 +304,7 @@ def plot_spectra(path: Path, panels: dict[str, dict[str, list[np.ndarray]]], tit
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m utils.lowrank",
         description="Singular-value spectra, effective rank and top-k energy of frames, LRRNet's reconstruction D "
                     "and its background features (docs/network.md#why-a-low-rank-background).")

@@ -28,7 +28,6 @@ of one dataset). ``general_ft``'s val holds video frames: several minutes on a C
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 
 from models.load import CheckpointError, load_model
 from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision
-from utils.cli import BoolFlag, add_device, fail, finite_float
+from utils.cli import ArgumentParser, BoolFlag, add_device, fail, finite_float
 from utils.data import DataError
 from utils.eval.metrics import plain
 from utils.files import OutputError, check_output, file_sha256
@@ -111,7 +110,7 @@ def scored(net: torch.nn.Module, config: str, val_set, test_set, val_sources: tu
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write --into + --scale * (--add - --base) to --out; return 0, or 2 with a one-line error."""
-    parser = argparse.ArgumentParser(description="Task arithmetic: write INTO + SCALE * (ADD - BASE), weight by "
+    parser = ArgumentParser(prog="python -m utils.merge", description="Task arithmetic: write INTO + SCALE * (ADD - BASE), weight by "
                                                  "weight, as a checkpoint (for checkpoints that share BASE).")
     parser.add_argument("--into", type=Path, required=True, help="the checkpoint to add to (its network and config "
                                                                  "are kept)")

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from utils.cli import BoolFlag, fail, finite_float, positive_int
+from utils.cli import ArgumentParser, BoolFlag, fail, finite_float, positive_int
 from utils.data.frames import DataError
 from utils.data.labels import read_box_labels
 from utils.data.video import iter_video_frames, video_files
@@ -224,7 +224,7 @@ def write_outputs(out: Path, sheets: Iterator[np.ndarray], rows: Sequence[dict])
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
-    parser = argparse.ArgumentParser(prog="python -m utils.review",
+    parser = ArgumentParser(prog="python -m utils.review",
                                      description="Write pictures and a CSV of a video run's false alarms for a person "
                                                  "to review (verdicts: object, clutter).")
     parser.add_argument("--boxes", type=Path, required=True, metavar="LABELS.csv", help="the box labels scored against")

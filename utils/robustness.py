@@ -37,7 +37,17 @@ from tqdm import tqdm
 
 from models import CheckpointError, load_model
 from utils import RESULTS_DIR
-from utils.cli import BoolFlag, add_device, add_dtype, add_log_level, add_verify, fail, positive_int, setup_logging
+from utils.cli import (
+    ArgumentParser,
+    BoolFlag,
+    add_device,
+    add_dtype,
+    add_log_level,
+    add_verify,
+    fail,
+    positive_int,
+    setup_logging,
+)
 from utils.data import LAYOUTS, SPLITS, DataError, IRSTDDataset, resolve_data_root, size_batches
 from utils.eval.metrics import THRESHOLD, Evaluator
 from utils.files import check_output, write_json
@@ -110,7 +120,7 @@ def _sigma(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the checkpoint at each noise level; print the table, write robustness.json; return 0, or 2 on an error."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m utils.robustness",
         description="Score a checkpoint on a split with Gaussian noise added to the frames.")
     parser.add_argument("--checkpoint", required=True, type=Path,

@@ -20,7 +20,6 @@ folder (the scorers would read a PNG there as a map); an existing file is replac
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,7 +27,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.cli import BoolFlag, fail
+from utils.cli import ArgumentParser, BoolFlag, fail
 from utils.data import DataError, iter_video_frames
 from utils.data.labels import read_box_labels
 from utils.eval.boxes import GROW_PX, inside_grown_box
@@ -165,7 +164,7 @@ def write_strip(path: Path, strip: np.ndarray) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Draw the strip of a video run to --out; return 0, or 2 with a one-line error."""
-    parser = argparse.ArgumentParser(description="Draw a few frames of a video run side by side: label boxes, "
+    parser = ArgumentParser(prog="python -m utils.strip", description="Draw a few frames of a video run side by side: label boxes, "
                                                  "detections (target / false alarm), a caption each.")
     parser.add_argument("--video", type=Path, required=True, help="the video the run processed")
     parser.add_argument("--pred", type=Path, required=True, help="the --out folder of inference.py --video")

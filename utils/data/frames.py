@@ -175,8 +175,9 @@ def _frame_grey(array: np.ndarray, data: bytes | None, path: Path | str) -> np.n
             return _imdecode(Path(path), data, cv2.IMREAD_GRAYSCALE)  # the decoder's conversion: cv2.imread(path, 0)
     if channels in (3, 4) and array.dtype in (np.uint8, np.uint16, np.float32):
         return cv2.cvtColor(array, cv2.COLOR_BGR2GRAY if channels == 3 else cv2.COLOR_BGRA2GRAY)
+    what = f"frame {path}" if data is not None else str(path)   # a file, or an in-memory frame named by the caller
     raise DataError(
-        f"frame {path} has {channels} channels of {array.dtype}: save it as a grey or 3-channel 8/16-bit image"
+        f"{what} has {channels} channels of {array.dtype}: save it as a grey or 3-channel 8/16-bit image"
     )
 
 
@@ -227,7 +228,8 @@ def _read_grey(path: Path) -> tuple[np.ndarray, str]:
 
 
 def frame_to_unit(array: np.ndarray, source: str | os.PathLike = "frame", sixteen_bit: str = "range") -> np.ndarray:
-    """Return an in-memory frame (H x W, or H x W x 3/4 BGR(A)) as float32 H x W in [0, 1], scaled as read_frame.
+    """Return an in-memory frame (H x W, H x W x 1, 1 x H x W, or H x W x 3/4 BGR(A)) as float32 H x W in [0, 1],
+    scaled as read_frame.
 
     ``source`` names the frame in error messages. Colour is converted by BT.601 (``cv2.cvtColor``):
     an array has no file bytes to decode as IMREAD_GRAYSCALE, so pass ``cv2.imread(path, 0)`` (or
@@ -235,8 +237,11 @@ def frame_to_unit(array: np.ndarray, source: str | os.PathLike = "frame", sixtee
     """
     check_sixteen_bit(sixteen_bit)
     array = np.asarray(array)
-    if array.ndim not in (2, 3) or array.size == 0:
-        raise DataError(f"{source} has shape {array.shape}: pass an H x W grey or H x W x 3 BGR image")
+    if array.ndim == 3 and array.shape[0] == 1 and array.shape[2] not in (1, 3, 4):
+        array = array[0]        # 1 x H x W, a single channel first (as a tensor holds it)
+    if array.ndim not in (2, 3) or array.size == 0 or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise DataError(f"{source} has shape {array.shape}: pass an H x W grey (or H x W x 1, 1 x H x W) or an "
+                        "H x W x 3 BGR image")
     return to_unit(_frame_grey(array, None, source), source, sixteen_bit)
 
 

@@ -9,7 +9,6 @@ root (``utils.data.video``) gets its own summary (videos, decodable frames, labe
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.cli import EXIT_OK, BoolFlag, add_log_level, fail, finite_float, setup_logging
+from utils.cli import EXIT_OK, ArgumentParser, BoolFlag, add_log_level, fail, finite_float, setup_logging
 from utils.data.frames import THREADS, DataError, Sample, load_native, raise_bad
 from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, detect_layout, index_samples, resolve_data_root
 from utils.data.video_summary import draw_pseudo_masks, format_video_summary, summarize_video
@@ -116,7 +115,7 @@ def _format_summary(s: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print a dataset summary (text, or one JSON object with --json); return 0, or 2 after one ``error: ...``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m utils.data", description="Check a dataset folder and print a summary."
     )
     parser.add_argument(

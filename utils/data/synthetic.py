@@ -19,7 +19,6 @@ Command line: ``python -m utils.synthetic --out DIR [--n-trainval 64 --n-test 32
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -29,7 +28,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from utils.cli import BoolFlag, fail
+from utils.cli import ArgumentParser, BoolFlag, fail
 from utils.files import write_json, write_png
 
 MASK_FRACTION = 0.5  # mask = blob above half its peak: the blob's full width at half maximum
@@ -221,7 +220,7 @@ def write_dataset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Write a synthetic dataset from the command line; return 0."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m utils.synthetic", description="Write synthetic infrared scenes (folder-split layout)."
     )
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to create")

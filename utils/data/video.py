@@ -138,8 +138,13 @@ def index_videos(root: str | os.PathLike, split: str, labels: dict | None = None
 # ----------------------------------------------------------------------------- decoding
 
 
-def open_video(path: Path) -> cv2.VideoCapture:
-    """Return an opened capture of the video; DataError naming the file when it is missing or unreadable."""
+def open_video(path: Path, full_depth: bool = False) -> cv2.VideoCapture:
+    """Return an opened capture of the video; DataError naming the file when it is missing or unreadable.
+
+    full_depth: a 16-bit grey video (FFV1 gray16le) is read as it is stored, H x W uint16 (OpenCV's
+    FFmpeg backend with CONVERT_RGB off); a grey video of another depth above 8 bits, which OpenCV
+    reads only at 8 bits, is refused. Otherwise (pictures for people) frames are OpenCV's 8-bit BGR.
+    """
     if not path.is_file():
         raise DataError(f"video {path} does not exist: restore it, or remove its stem from the split list")
     capture = cv2.VideoCapture(str(path))
@@ -149,7 +154,18 @@ def open_video(path: Path) -> cv2.VideoCapture:
             f"video {path} cannot be opened by OpenCV (not a video, truncated, or a codec it lacks): "
             "re-encode it as H.264 .mp4 or replace the file"
         )
+    if full_depth:
+        pixels = (int(capture.get(cv2.CAP_PROP_CODEC_PIXEL_FORMAT)) & 0xFFFFFFFF).to_bytes(4, "little")
+        deep_grey = pixels[:3] == GREY_FOURCC and pixels[3] > 8   # FFmpeg's raw fourcc: "Y1", 0, bits
+        if deep_grey and not (pixels == GREY16_FOURCC and capture.set(cv2.CAP_PROP_CONVERT_RGB, 0)):
+            capture.release()
+            raise DataError(f"video {path} stores {pixels[3]}-bit grey frames, which this OpenCV reads only at 8 bits: "
+                            "re-encode it as 16-bit grey FFV1 (gray16le) or save its frames as 16-bit PNGs")
     return capture
+
+
+GREY_FOURCC = b"Y1\x00"               # FFmpeg's raw pixel-format fourcc of grey, followed by its bits per pixel
+GREY16_FOURCC = GREY_FOURCC + b"\x10"  # gray16le: what FFV1 stores for a 16-bit grey video
 
 
 def _to_grey(frame: np.ndarray) -> np.ndarray:
@@ -161,8 +177,11 @@ def _to_grey(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)  # a colour video: OpenCV's luma
 
 
-def iter_video_frames(path: str | os.PathLike, every: int = 1, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+def iter_video_frames(path: str | os.PathLike, every: int = 1, start: int = 0,
+                      full_depth: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Return an iterator of (frame index, H x W uint8 grey frame) for frames start, start+every, ... in decoding order.
+
+    full_depth: a 16-bit grey video gives H x W uint16 frames as stored (``open_video``).
 
     Frames are decoded one at a time (skipped ones are grabbed, not converted), so memory holds
     one frame. The file is opened at the call: DataError when it is missing or unreadable, and
@@ -171,7 +190,7 @@ def iter_video_frames(path: str | os.PathLike, every: int = 1, start: int = 0) -
     if every < 1 or start < 0:
         raise ValueError(f"every={every} must be >= 1 and start={start} >= 0 (frame indices, 0-based)")
     path = Path(path)
-    capture = open_video(path)
+    capture = open_video(path, full_depth)
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         index = 0

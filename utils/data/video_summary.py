@@ -79,12 +79,17 @@ def summarize_video(root: str | os.PathLike, progress: bool = True) -> dict:
         }
     boxes = [box for s in ordered for box in items[s].labels.values() if box is not None]
     mismatches = []
-    beyond = 0
+    beyond_names = []
     for stem in ordered:
         item, frames = items[stem], counts[stem]
         if len(item.labels) != frames:
             mismatches.append([stem, len(item.labels), frames])
-        beyond += sum(f >= frames for f in item.labels)
+        beyond_names += [f"{stem}:{f}" for f in sorted(item.labels) if f >= frames]
+    beyond = len(beyond_names)
+    if beyond:
+        warnings.append(f"{beyond} label row(s) lie beyond their video's last decodable frame and can never be "
+                        f"used (first {', '.join(beyond_names[:10])}): remove them from labels.csv, or restore the "
+                        "videos' missing frames")
     unlabelled_frames = sum(
         sum(f not in items[s].labels for f in range(counts[s])) for s in ordered
     )

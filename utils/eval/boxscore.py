@@ -18,10 +18,14 @@ Rules
 - A detection counts at threshold t when its peak_prob >= t (default t = 0.5). The inference
   detects components of p > 0.5, so t < 0.5 needs the maps: then the numbers come from the maps'
   components at t (below), and without maps such a t is refused.
+- A label box wholly outside its frame (the frame size recorded in detections.json) is refused, naming it:
+  it could never be matched.
 - Scored frames: the processed frames (in detections.json) that have a label. Processed frames
-  without a label and labels of the scored videos without a processed frame (e.g. the one extra
-  label of 57 IR-Drone-Video videos, or the frames skipped by inference --every) are counted and
-  named, not scored. Labels of videos absent from the predictions are out of scope (counted).
+  without a label and labels of the scored videos without a processed frame are counted and
+  named, not scored; the latter apart as labels between processed frames (skipped by inference
+  --every) and labels after a video's last processed frame (e.g. the one extra label of 57
+  IR-Drone-Video videos, beyond the video's end). Labels of videos absent from the predictions are
+  out of scope (counted).
 - Reported per class and overall: ``BoxCounts.compute()`` (pd, fa_per_frame, frames_with_fa,
   absent_frames_with_fa and the raw counts; a fraction with a zero denominator is null).
 - Pd by target size (``per_size``): the labelled targets grouped by the longer side of their
@@ -223,7 +227,8 @@ class Matched:
     inside: np.ndarray  # (D,) bool: inside its frame's grown box
     peak: np.ndarray  # (D,)
     unlabelled: list[str]
-    unpredicted: list[str]
+    unpredicted: list[str]     # labels of the scored videos without a processed frame: those below,
+    after_last: list[str]      # ... after the video's last processed frame (beyond its end, or in the last --every step)
     scored_videos: set
     label_videos: set
     pred_videos: set
@@ -240,7 +245,12 @@ def match(labels: Labels, detections: Detections) -> Matched:
     processed = set(detections.frames)
     keep = [i for i, key in enumerate(detections.frames) if key in labels]
     unlabelled = [frame_name(*k) for k in detections.frames if k not in labels]
-    unpredicted = [frame_name(*k) for k in sorted(labels) if k[0] in scored_videos and k not in processed]
+    last = {}   # the last processed frame of each video
+    for video, frame in detections.frames:
+        last[video] = max(frame, last.get(video, frame))
+    missed = [k for k in sorted(labels) if k[0] in scored_videos and k not in processed]
+    unpredicted = [frame_name(*k) for k in missed]
+    after_last = [frame_name(*k) for k in missed if k[1] > last[k[0]]]
     frames = [detections.frames[i] for i in keep]
     sizes = [detections.sizes[i] for i in keep]
     n = len(frames)
@@ -257,7 +267,7 @@ def match(labels: Labels, detections: Detections) -> Matched:
     inside = inside_grown_box(detections.x[scored], detections.y[scored], boxes[frame_of])
     peak = detections.peak[scored]
     return Matched(frames, sizes, boxes, has_target, classes, frame_of, detections.x[scored], detections.y[scored],
-                   inside, peak, unlabelled, unpredicted, scored_videos, label_videos, pred_videos)
+                   inside, peak, unlabelled, unpredicted, after_last, scored_videos, label_videos, pred_videos)
 
 
 def false_alarm_rows(m: Matched, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
@@ -359,9 +369,15 @@ def score_boxes(labels: Labels, detections: Detections,
     if unlabelled:
         notes.append(f"{len(unlabelled)} processed frame(s) have no label and were not scored (first "
                      f"{', '.join(unlabelled[:N_NAMED])})")
-    if unpredicted:
-        notes.append(f"{len(unpredicted)} label(s) of the scored videos have no processed frame and were not scored "
-                     f"(first {', '.join(unpredicted[:N_NAMED])})")
+    after = set(m.after_last)
+    between = [k for k in unpredicted if k not in after]
+    if between:
+        notes.append(f"{len(between)} label(s) of the scored videos fall between processed frames (frames the "
+                     f"inference skipped, e.g. by --every) and were not scored (first {', '.join(between[:N_NAMED])})")
+    if m.after_last:
+        notes.append(f"{len(m.after_last)} label(s) of the scored videos lie after their video's last processed frame "
+                     "(beyond the video's end, or within the last --every step) and were not scored (first "
+                     f"{', '.join(m.after_last[:N_NAMED])})")
     if detections.errors:
         notes.append(f"the inference reported {len(detections.errors)} error(s): "
                      f"{', '.join(detections.errors[:N_NAMED])}")
@@ -371,6 +387,7 @@ def score_boxes(labels: Labels, detections: Detections,
               "curve": _curve("maps" if use_maps else "peaks", thresholds, classes, has_target, det_curve, fa_curve,
                               detections.min_threshold),
               "unlabelled_frames": _named(unlabelled), "unpredicted_labels": _named(unpredicted),
+              "labels_between_processed": _named(between), "labels_after_last_processed": _named(m.after_last),
               "videos_scored": len(scored_videos), "videos_skipped": len(label_videos - pred_videos),
               "inference_errors": _named(detections.errors), "pred_dir": str(detections.pred_dir),
               "grow_px": GROW_PX, "rules": RULES, "notes": notes}
@@ -392,6 +409,24 @@ RULES = ("centroid (cx, cy) in pixel-centre coordinates is inside box (x, y, w, 
          "counts when peak_prob >= threshold")
 
 
+def check_boxes_in_frames(labels: Labels, detections: Detections, labels_csv: str | Path) -> None:
+    """Raise BoxScoreError naming the label file, the first labelled frames and their frame size when a label box of
+    a processed frame lies wholly outside that frame (the size recorded in detections.json): such a box could never
+    be matched, and would count as a miss."""
+    outside = []
+    for key, (h, w) in zip(detections.frames, detections.sizes):
+        box = labels.get(key)
+        if box is None or not (h and w):
+            continue
+        x, y, bw, bh = box   # pixel-edge coordinates: the frame spans [0, w) x [0, h)
+        if x + bw <= 0 or y + bh <= 0 or x >= w or y >= h:
+            outside.append(f"{frame_name(*key)} box {x:g},{y:g},{bw:g},{bh:g} in a {w} x {h} frame")
+    if outside:
+        raise BoxScoreError(f"labels {labels_csv}: {len(outside)} box(es) lie wholly outside their frame (first "
+                            f"{'; '.join(outside[:3])}; frame sizes from {detections.pred_dir / 'detections.json'}): "
+                            "fix those rows (x, y, w, h in pixels of the frame)")
+
+
 def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: float = DEFAULT_THRESHOLD,
                      curve: str = "auto", workers: int = 2, review_csv: str | Path | None = None) -> dict:
     """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added."""
@@ -401,6 +436,7 @@ def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: fl
         labels, detections = read_box_labels(labels_csv), read_detections(pred_dir)
     except (DataError, RecordError) as error:
         raise BoxScoreError(str(error)) from None
+    check_boxes_in_frames(labels, detections, labels_csv)
     report = score_boxes(labels, detections, threshold, curve, workers, review)
     if review is not None:
         report["counted_apart"]["review"] = str(review_csv)

@@ -97,7 +97,7 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
     frames, errors, seconds = [], {}, 0.0
     for path in videos:
         report = run_on_video(predictor, path, out, opts, args.every, args.overlay, confirm, args.save_maps,
-                              progress=not args.quiet)
+                              progress=not args.quiet, sixteen_bit=args.sixteen_bit)
         frames += report.frames
         seconds += report.seconds
         if report.warning is not None:

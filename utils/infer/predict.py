@@ -227,7 +227,7 @@ class FramePrediction:
 def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str = "fp32", device: str = "auto",
                   sixteen_bit: str = "range", opts: PredictOptions = PredictOptions(),
                   verification=None) -> FramePrediction:
-    """Return the FramePrediction for one H x W (or H x W x 3 BGR) numpy frame.
+    """Return the FramePrediction for one H x W (or H x W x 1, 1 x H x W, H x W x 3 BGR) numpy frame.
 
     8-bit frames are divided by 255 (as the release does), 16-bit ones scaled by ``sixteen_bit``
     ("range": / 65535, "percentile": a 0.5-99.5 percentile stretch), float frames must already lie
@@ -236,7 +236,7 @@ def predict_frame(model: nn.Module | Predictor, frame: np.ndarray, *, dtype: str
     (``utils.verify.load_verification(meta)``) re-scores the candidates, as inference.py does.
     """
     predictor = model if isinstance(model, Predictor) else Predictor(model, select_device(device), dtype)
-    unit = frame_to_unit(np.asarray(frame), "frame", sixteen_bit)
+    unit = frame_to_unit(np.asarray(frame), "the frame", sixteen_bit)
     probs, recons = predict_maps(predictor, [unit], opts, verification)   # the caller's predictor is left as it was
     return FramePrediction(probs[0], recons[0], detect_targets(probs[0], opts.threshold))
 

@@ -218,7 +218,7 @@ def _batched_frames(path: Path, every: int, batch_size: int, stop: threading.Eve
     """
     batch: list[tuple[int, np.ndarray]] = []
     try:
-        for index, frame in iter_video_frames(path, every=every):
+        for index, frame in iter_video_frames(path, every=every, full_depth=True):
             if stop.is_set():
                 return
             batch.append((index, frame))
@@ -234,12 +234,13 @@ def _batched_frames(path: Path, every: int, batch_size: int, stop: threading.Eve
 
 def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptions = PredictOptions(), every: int = 1,
                  overlay: bool = False, confirm: TemporalConfirmer | None = None, save_maps: bool = False,
-                 progress: bool = True) -> VideoReport:
+                 progress: bool = True, sixteen_bit: str = "range") -> VideoReport:
     """Run the network on every `every`-th frame of one video, streaming; return its VideoReport.
 
     Frames are decoded on a thread ahead of the network (a few batches, never the whole video),
     detected, optionally confirmed over time, and written: OUT/STEM.mp4 with --overlay (boxes and
-    peak probabilities), OUT/img/STEM_FRAME.png (round(255 T), 6-digit frame) with save_maps.
+    peak probabilities), OUT/img/STEM_FRAME.png (round(255 T), 6-digit frame) with save_maps. A 16-bit grey
+    video is read at full depth and scaled by ``sixteen_bit`` as 16-bit frames are.
     """
     report = VideoReport()
     stem = path.stem
@@ -266,16 +267,16 @@ def run_on_video(predictor: Predictor, path: Path, out: Path, opts: PredictOptio
                     raise _Stopped  # leaves the overlay unwritten (a partial video is not renamed into place)
                 if isinstance(item, BaseException):
                     raise item
-                frames = [frame_to_unit(frame, path.name) for _, frame in item]  # 8-bit / 255, as every frame
+                frames = [frame_to_unit(frame, path.name, sixteen_bit) for _, frame in item]  # as every frame
                 probs, _ = predict_maps(predictor, frames, opts)
-                for (index, frame), prob in zip(item, probs):
+                for (index, frame), unit, prob in zip(item, frames, probs):
                     targets = detect_targets(prob, opts.threshold)
                     if confirm is not None:
                         targets = confirm(targets)
                     report.frames.append(({"video": stem, "frame": index},
                                           {"size_hw": list(prob.shape), "targets": targets}))
                     if overlay:
-                        sink.write(frame, targets)
+                        sink.write(frame if frame.dtype == np.uint8 else unit, targets)
                     if save_maps:
                         write_png(video_map_path(out, stem, index), to_uint8(prob))
                 bar.update(len(item))

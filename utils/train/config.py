@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from utils import cli
 from utils.cli import DEVICE_PATTERN, BoolFlag
 from utils.train.recipes import CONFIGS
 
@@ -160,6 +161,7 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES: dict[str, type] = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type]
                                 for f in fields(TrainConfig)}
+RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
 RENAMED = {"amp": "dtype"}              # old key -> new key, still read from old config.json files
 OLD_VALUES = {"amp": {"off": "fp32"}}   # old key -> {old value: new value}
 
@@ -267,11 +269,36 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
 
 
 def load(path: Path) -> TrainConfig:
-    """Return the config saved in a run folder's config.json."""
+    """Return the config saved in a run folder's config.json; ConfigError naming the file when it is unreadable,
+    not JSON, or not a valid config."""
     try:
-        return from_dict(json.loads(Path(path).read_text()))
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read {path} ({err.strerror or err}): restore the run's config.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}): restore the run's config.json (the checkpoints hold "
+                          "a copy: torch.load(last.pt)['config'])") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds a JSON {type(values).__name__}, not an object of config keys: restore the "
+                          "run's config.json")
+    try:
+        return from_dict(values)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def resume_disagreement(saved: TrainConfig, stored: dict[str, Any]) -> str | None:
+    """Return "key: A here, B in the checkpoint" for the first field other than RESUMABLE and out in which a run's
+    config.json (``saved``) differs from the config stored in its last.pt (``stored``), or None when they agree."""
+    try:
+        truth = from_dict(stored).to_dict()
+    except ConfigError:
+        return None     # a checkpoint of an older version: nothing to compare with
+    here = saved.to_dict()
+    for key, value in here.items():
+        if key not in RESUMABLE and key != "out" and truth[key] != value:
+            return f"{key} is {value!r} there, {truth[key]!r} in the checkpoint"
+    return None
 
 
 def command_line(cfg: TrainConfig) -> list[str]:
@@ -355,13 +382,13 @@ def refuse_leftovers(rest: list[str]) -> None:
         raise ConfigError(f"unexpected argument {rest[0]!r}; options look like --key value")
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser that raises ConfigError instead of exiting, so main() returns the exit code."""
+class ArgumentParser(cli.ArgumentParser):
+    """The project's ArgumentParser, raising ConfigError instead of exiting, so main() returns the exit code."""
 
     def error(self, message: str):
         raise ConfigError(message)
 
 
-__all__ = ["CONFIGS", "ArgumentParser", "ConfigError", "Range", "TrainConfig", "add_arguments", "build",
+__all__ = ["CONFIGS", "RESUMABLE", "ArgumentParser", "ConfigError", "Range", "TrainConfig", "add_arguments", "build",
            "command_line", "from_dict", "load", "overrides", "parse_overrides", "refuse_leftovers",
-           "validate"]
+           "resume_disagreement", "validate"]

@@ -46,7 +46,7 @@ from utils.train.setup import (
 from utils.train.state import TrainState
 from utils.train.validate import evaluate, validate
 
-__all__ = ["NonFiniteLoss", "train", "train_one_epoch"]
+__all__ = ["Interrupted", "NonFiniteLoss", "train", "train_one_epoch"]
 log = logging.getLogger(__name__)
 
 
@@ -54,24 +54,31 @@ class NonFiniteLoss(RuntimeError):
     """Raised after cfg.nan_patience non-finite losses or gradients in a row; the message says how to go on."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C stopped the run; the message says what was kept and how to go on."""
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
 def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, log_level: str = "info",
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, progress: bool = True) -> dict:
     """Train a run (new, or resumed from RUN/last.pt) to cfg.epochs; score best.pt and last.pt on test; return the summary.
 
     A new run refuses a folder that already holds one (utils.train.config.ConfigError) unless overwrite, which
-    removes the old run's files once everything has been checked.
+    removes the old run's files once everything has been checked. Ctrl-C raises Interrupted, whose message says
+    which epoch last.pt holds and how to resume. progress=False: no progress bars.
     """
     deterministic = torch.are_deterministic_algorithms_enabled()
-    epoch_log = None
+    epoch_log = run = None
+    saved = 0   # epochs held by last.pt
     try:
-        run, net, last = setup(cfg, run_dir, resume, log_level, overwrite)   # all checked before any file is written
+        run, net, last = setup(cfg, run_dir, resume, log_level, overwrite, progress)   # all checked before any write
         cfg = run.cfg
         state = TrainState(run.cfg, net, run.steps, run.dtype)
         if resume:
             resume_from(state, run, last)
+            saved = state.epoch
         if isinstance(run.train_set, MixedTrainSet):
             run.train_set.hard_points = state.hard_points    # restored by resume: the same crops as before
         model = for_training(net, run)                       # DDP and torch.compile wrappers
@@ -79,7 +86,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         epoch_log = EpochLog(run.dir, cfg.epochs, cfg.image_every, enabled=run.main)
         log.info("training %s on %s for %d epochs of %d steps (batch %d x %d), %s, device %s", cfg.config_name,
                  run.root, cfg.epochs, run.steps, cfg.batch_size, run.world, run.dtype, run.device)
-        bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="run", disable=not run.main, dynamic_ncols=True)
+        bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="run", disable=not run.bars, dynamic_ncols=True)
         while state.epoch < cfg.epochs:
             mined = mine_if_due(state, run)
             stats = train_one_epoch(model, state, loss_fn, run)
@@ -89,12 +96,15 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
             val = validate(state, run) if due else None
             improved = state.record(stats, val)
             save_checkpoints(state, run, val, improved)
+            saved = state.epoch
             epoch_log(state, run.val_set, run.device)
             bar.update(1)
             bar.set_postfix(best=f"{state.best:.3f}@{state.best_epoch}")
         bar.close()
         barrier(run.world)
         return score_on_test(state, run)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted_note(run, saved, cfg.epochs, run_dir if resume else None)) from None
     finally:
         if epoch_log is not None:
             epoch_log.close()
@@ -102,6 +112,21 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         torch.use_deterministic_algorithms(deterministic)
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def interrupted_note(run: Run | None, saved: int, epochs: int, resumed: Path | None = None) -> str:
+    """Return what an interrupted run kept and how to go on, in one line (resumed: the folder of a --resume)."""
+    if run is None and resumed is not None:
+        return f"stopped before training went on: {resumed} is as it was; go on with: python run_configs.py --resume {resumed}"
+    if run is None:
+        return ("stopped while setting the run up, before any epoch: nothing to resume; start it again (with "
+                "--overwrite if its --out already holds generated scenes)")
+    if saved == 0:
+        return (f"stopped in the first epoch: {run.dir} holds no checkpoint yet; start again (add --overwrite to "
+                "reuse that --out)")
+    rest = (f"the {saved} epochs are trained, summary.json is not written" if saved >= epochs
+            else f"{run.dir / 'last.pt'} holds epoch {saved} of {epochs}")
+    return f"{rest}; go on with: python run_configs.py --resume {run.dir}"
 
 
 def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: Run) -> dict:
@@ -112,7 +137,7 @@ def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: 
     loader = train_loader(cfg, run.train_set, state.epoch, run.rank, run.world, run.device)
     sums = torch.zeros(1 + len(LOSS_PARTS), dtype=torch.float64, device=run.device)  # loss and parts, on the device
     n_frames, n_steps, start = 0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not run.main, leave=False,
+    bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not run.bars, leave=False,
                dynamic_ncols=True)
     for batch in bar:
         image = batch["image"].to(run.device, non_blocking=True)
@@ -156,7 +181,7 @@ def mine_if_due(state: TrainState, run: Run) -> dict:
     if state.epoch > 0 and state.epoch % cfg.hard_negatives == 0:
         state.hard_points = mine_hard_negatives(state.net, train, run.device, run.dtype, THRESHOLD,
                                                 cfg.hard_negative_frames, epoch_seed(cfg, state.epoch, 0),
-                                                default_batch_size(run.device), progress=run.main)
+                                                default_batch_size(run.device), progress=run.bars)
         train.hard_points = state.hard_points
         log.info("epoch %d: %d false alarms on %d training frames mined", state.epoch + 1,
                  sum(len(v) for v in state.hard_points.values()), len(state.hard_points))
@@ -216,7 +241,7 @@ def score_on_test(state: TrainState, run: Run) -> dict:
         ckpt = load_checkpoint(path)
         net = get_model(cfg.model, channels_last=cfg.channels_last).to(run.device)
         net.load_state_dict(ckpt["model"])
-        scores = evaluate(net, test, run.device, run.rank, run.world, progress=True)
+        scores = evaluate(net, test, run.device, run.rank, run.world, progress=run.progress)
         last_val = next((r["val"] for r in reversed(ckpt["history"]) if "val" in r), None)
         summary[tag] = {"epoch": ckpt["epoch"], "weights": ckpt["selected_weights"],
                         "val": last_val[ckpt["selected_weights"]] if last_val else None,

@@ -34,7 +34,15 @@ from utils.data.synthetic import write_dataset
 from utils.data.transforms import TrainTransform
 from utils.files import atomic_write_text, write_json
 from utils.infer.device import select_device
-from utils.train.config import SOURCES_PATH_HINT, ConfigError, TrainConfig, parse_sources
+from utils.train.config import (
+    RESUMABLE,
+    SOURCES_PATH_HINT,
+    ConfigError,
+    TrainConfig,
+    flag,
+    parse_sources,
+    resume_disagreement,
+)
 from utils.train.state import compute_dtype
 
 log = logging.getLogger(__name__)
@@ -59,15 +67,21 @@ class Run:
     test_set: IRSTDDataset      # checked (decoded) at setup, read again when scored at the end
     steps: int                  # optimiser steps per epoch
     val_sources: tuple = ()     # --sources: ((name, val dataset), ...), each validated on its own
+    progress: bool = True       # progress bars (run_configs.py --quiet: none)
 
     @property
     def main(self) -> bool:
         """Return True on the process that writes files and logs (rank 0)."""
         return self.rank == 0
 
+    @property
+    def bars(self) -> bool:
+        """Return True where progress bars are drawn: rank 0, unless --quiet."""
+        return self.main and self.progress
+
 
 def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
-          overwrite: bool = False) -> tuple[Run, nn.Module, dict | None]:
+          overwrite: bool = False, progress: bool = True) -> tuple[Run, nn.Module, dict | None]:
     """Return the run's facts, its network and (resume) the last.pt to continue from.
 
     Writes nothing until the run folder, --init or last.pt, and all three splits have been
@@ -81,9 +95,12 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     if not resume:
         check_out_dir(run_dir, overwrite)
     last = read_last(run_dir, world, dtype, cfg.dtype) if resume else None
+    if resume:
+        check_resume(cfg, last, run_dir)
     set_determinism(cfg.deterministic, device)
     seed_everything(cfg.seed)
-    net = build_network(cfg, device, init=not resume)
+    notes: list[str] = []   # logged once train.log is open
+    net = build_network(cfg, device, init=not resume, notes=notes)
     if overwrite and cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)          # the old run's generated scenes must not be reused
     with data_warnings_held():
@@ -101,8 +118,9 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     if overwrite and not cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)
     barrier(world)
-    run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps, val_sources)
-    open_run_dir(run, log_level)
+    run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps, val_sources,
+              progress)
+    open_run_dir(run, log_level, notes)
     return run, net, last
 
 
@@ -161,8 +179,25 @@ def read_last(run_dir: Path, world: int, dtype: torch.dtype, dtype_name: str) ->
     return ckpt
 
 
-def open_run_dir(run: Run, log_level: str) -> None:
-    """Create the run folder with config.json and val_split.txt, start train.log, log the data's warnings once."""
+def check_resume(cfg: TrainConfig, last: dict, run_dir: Path) -> None:
+    """Raise ConfigError when the run's config.json (with the --resume options) disagrees with the config stored in
+    its last.pt (the run's truth) on a field that cannot change, or asks for fewer epochs than are done."""
+    if isinstance(last.get("config"), dict):
+        differs = resume_disagreement(cfg, last["config"])
+        if differs:
+            raise ConfigError(f"--resume {run_dir}: {run_dir / 'config.json'} disagrees with the run's last.pt "
+                              f"({differs}); the checkpoint's config is the run's: restore that value in config.json "
+                              f"(only {', '.join(flag(k) for k in RESUMABLE)} may change on --resume), or start a "
+                              f"new run with --init {run_dir / 'last.pt'}")
+    done = int(last["epoch"])
+    if cfg.epochs < done:
+        raise ConfigError(f"--resume {run_dir}: --epochs {cfg.epochs} is below the {done} epochs already done; give "
+                          f"--epochs above {done} to train on (config.json is left as it is)")
+
+
+def open_run_dir(run: Run, log_level: str, notes: list[str] = ()) -> None:
+    """Create the run folder with config.json and val_split.txt, start train.log, log `notes` and the data's
+    warnings once."""
     if run.main:
         run.dir.mkdir(parents=True, exist_ok=True)
         write_json(run.dir / "config.json", run.cfg.to_dict())
@@ -170,7 +205,7 @@ def open_run_dir(run: Run, log_level: str) -> None:
     setup_logging(log_level, log_file=run.dir / "train.log" if run.main else None, timestamps=True,
                   quiet_rank=not run.main)
     if run.main:
-        warn_once(log, run.train_set.warnings + run.val_set.warnings + run.test_set.warnings)
+        warn_once(log, list(notes) + run.train_set.warnings + run.val_set.warnings + run.test_set.warnings)
     log.info("data %s (%s): train %d, val %d, test %d frames", run.root, run.train_set.layout, len(run.train_set),
              len(run.val_set), len(run.test_set))
 
@@ -196,23 +231,28 @@ def data_warnings_held():
         logger.setLevel(level)
 
 
-def build_network(cfg: TrainConfig, device: torch.device, init: bool = True) -> nn.Module:
-    """Return the network on device: the weights of cfg.init (when init), else a fresh one with the target prior."""
+def build_network(cfg: TrainConfig, device: torch.device, init: bool = True,
+                  notes: list[str] | None = None) -> nn.Module:
+    """Return the network on device: the weights of cfg.init (when init), else a fresh one with the target prior.
+
+    What the run leaves behind of the --init file (its verifier) is appended to `notes` when given.
+    """
     net = get_model(cfg.model, dropout=cfg.dropout, channels_last=cfg.channels_last)
-    if init and cfg.init:   # read and fitted before anything is written: a bad file fails here
+    if init and cfg.init:   # read, fitted and checked finite (load_model) before anything is written
         try:
-            weights = load_model(Path(cfg.init))[0].state_dict()
+            loaded, meta = load_model(Path(cfg.init))
+            weights = loaded.state_dict()
             net.load_state_dict(weights, strict=True)
         except CheckpointError as err:
             raise ConfigError(f"--init {cfg.init}: {err}") from None
         except RuntimeError as err:
             raise ConfigError(f"--init {cfg.init}: its network differs from {cfg.model} as configured "
                               f"({str(err).splitlines()[0]})") from None
-        bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-        if bad:
-            raise ConfigError(f"--init {cfg.init} holds non-finite weights (NaN or Inf in {len(bad)} tensor(s), "
-                              f"e.g. {bad[0]}): give weights saved before the run diverged, e.g. its best.pt")
         log.info("initialised from %s", cfg.init)
+        if isinstance(meta.get("verifier"), dict) and notes is not None:
+            notes.append(f"--init {cfg.init} carries a verifier (a second stage, docs/verifier.md), which fine-tuning "
+                         "does not keep: the run's checkpoints are LRRNet alone; train a new verifier for them with "
+                         "python -m utils.verify")
     elif init and cfg.target_prior > 0:   # targets are ~1e-4 of the pixels: start near "no target"
         with torch.no_grad():
             net.out_conv.bias.fill_(math.log(cfg.target_prior / (1 - cfg.target_prior)))

@@ -51,6 +51,7 @@ from models import CheckpointError, load_checkpoint, load_model
 from models.verifier import CandidateVerifier, VerifierConfig
 from utils.checkpoint import atomic_save, code_revision
 from utils.cli import (
+    ArgumentParser,
     BoolFlag,
     add_device,
     add_log_level,
@@ -369,7 +370,7 @@ def score_test(predictor, verification: Verification, test) -> dict:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
-    parser = argparse.ArgumentParser(description="Train the second stage that re-scores LRRNet's candidate targets "
+    parser = ArgumentParser(prog="python -m utils.verify", description="Train the second stage that re-scores LRRNet's candidate targets "
                                                  "and store it in a copy of the checkpoint (docs/verifier.md).")
     parser.add_argument("--checkpoint", required=True, type=Path, help="an LRRNet checkpoint of run_configs.py")
     parser.add_argument("--out", required=True, type=Path,
