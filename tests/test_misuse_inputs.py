@@ -123,7 +123,7 @@ def test_a_label_box_outside_the_frame_is_refused(tmp_path, capsys):
     capsys.readouterr()
     before = checksums(pred)
     bad = write_labels(tmp_path / "bad.csv", [*good[:2], ("IR_DRONE_001", 2, (5000.0, 5000.0, 10.0, 10.0))])
-    assert cal_from_mask.main(argv("--boxes", bad, "--pred", pred, "--quiet")) == 2
+    assert cal_from_mask.main(argv("--boxes", bad, "--pred", pred, "--quiet", "--overwrite")) == 2
     one_error_line(capsys.readouterr().err, bad, "IR_DRONE_001:2", "5000,5000,10,10", "320 x 256", "wholly outside")
     assert checksums(pred) == before
 
