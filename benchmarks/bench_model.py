@@ -149,7 +149,7 @@ def machine(device: torch.device) -> str:
     """Return a one-line description of the machine."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, native bf16: "
+    return (f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}, native bf16: "
             f"{'yes' if cpu_has_native_bf16() else 'no'}; flags: {' '.join(cpu_flags()) or 'unknown'}")
 
 
@@ -182,9 +182,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs (bf16, CUDA only)")
     parser.add_argument("--onnx", action="store_true", help="also time the ONNX export with onnxruntime (CPU only)")
     parser.add_argument("--int8", action="store_true", help="also time the int8 ONNX export (CPU only)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for PyTorch and onnxruntime alike (default: PyTorch's; 1 measures the arithmetic "
+                             "on a loaded machine, where waiting threads spin)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    if args.threads:
+        torch.set_num_threads(args.threads)   # onnxruntime's sessions follow (utils.infer.onnx.OnnxPredictor)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
 

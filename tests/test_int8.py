@@ -129,8 +129,9 @@ def test_int8_keeps_the_shipped_checkpoints_detections_on_the_real_clip(tmp_path
         p_ref, p = (torch.sigmoid(model(x)[1])[0, 0].numpy() for model in (fp32, int8))
         ref, got = detect_targets(p_ref), detect_targets(p)
         assert len(ref) == len(got)
-        for a, b in zip(sorted(ref, key=lambda r: r["x"]), sorted(got, key=lambda r: r["x"])):
-            assert abs(a["x"] - b["x"]) <= 1 and abs(a["y"] - b["y"]) <= 1
+        for one, other in ((ref, got), (got, ref)):  # every target has one within 1 px in the other's list
+            for a in one:
+                assert min(np.hypot(a["x"] - b["x"], a["y"] - b["y"]) for b in other) <= 1
         print(f"general, int8 - fp32 on clip frame: {len(ref)} targets fp32, {len(got)} int8, mean |dp| "
               f"{np.abs(p - p_ref).mean():.2e}, max {np.abs(p - p_ref).max():.3f}")
         assert np.abs(p - p_ref).mean() < 1e-3

@@ -176,7 +176,7 @@ class OnnxPredictor:
     """Runs an ONNX export with onnxruntime; ``__call__(x float32 N x 1 x H x W) -> (D, T)`` as torch tensors,
     the interface of ``utils.infer.device.Predictor``, so the export path of inference.py is the same for both backends."""
 
-    def __init__(self, path: str | Path, device: torch.device = torch.device("cpu")):
+    def __init__(self, path: str | Path, device: torch.device = torch.device("cpu"), threads: int | None = None):
         ort = require("onnxruntime")
         self.verification = None  # utils.verify.Verification: set to re-score candidates after the network
         path = Path(path)
@@ -191,6 +191,7 @@ class OnnxPredictor:
             providers.insert(0, "CUDAExecutionProvider")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # as many as PyTorch uses here
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own types for any unreadable or foreign file
