@@ -19,7 +19,7 @@ not list (two runs mixed).
 
 Frames of one size are batched; frames above --tile-above pixels run as blended tiles
 (utils/predict.py). The default --dtype auto runs bf16 on a CPU that computes it natively (AVX512-BF16
-or AMX: 2-4x faster, the same scores within the tolerances of docs/speed.md) and fp32 elsewhere;
+or AMX: 2-4x faster; its scores against fp32: docs/speed.md) and fp32 elsewhere;
 --dtype fp32 forces float32. The dtype run is printed and recorded in manifest.json and
 detections.json; an ONNX export runs in its own precision (fp32, or int8 from utils.export --int8).
 Videos (--video, or --data-root of a box-labelled video dataset) stream through utils/runner.py.
