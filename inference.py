@@ -167,8 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictor, verifier = Predictor(net, device, args.dtype, compile=args.compile), meta
         if args.verify:  # the checkpoint's second stage, after either backend's network
             predictor.verification = load_verification(verifier, device)
-        log.info("%s backend, %s on %s%s", args.backend, args.dtype, device,
-                 ", with the checkpoint's verifier" if predictor.verification is not None else "")
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
@@ -198,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         removed = prepare_out(out, args.overwrite)  # an unwritable or non-empty --out is found before any frame
         if removed:
             log.info("--overwrite: removed %d output file(s) of an earlier run from %s", len(removed), out)
+        log.info("%s backend, %s on %s%s", args.backend, args.dtype, device,  # after the checks: errors stay one line
+                 ", with the checkpoint's verifier" if predictor.verification is not None else "")
         if videos is not None:
             code = run_videos(args, predictor, videos, out, opts, device, source)
             return max(code, score_videos(args, out, source)) if args.score else code
