@@ -70,10 +70,10 @@ demo-synthetic: $(STAMP)
 
 bench: $(STAMP)
 	$(VPY) -m models.summary --size 512 512
-	$(VPY) benchmarks/bench_model.py --onnx --json results/bench/model.json
+	$(VPY) benchmarks/bench_model.py --onnx --int8 --sizes 256x320 512x512 1024x1280 --json results/bench/model.json
 	$(VPY) benchmarks/bench_train.py --bf16
 	$(VPY) benchmarks/bench_inference.py
-	$(VPY) benchmarks/bench_video.py
+	$(VPY) benchmarks/bench_video.py --clip $(CLIP) --checkpoint $(CLIP_CKPT) --onnx
 	$(VPY) benchmarks/bench_metrics.py
 	$(VPY) benchmarks/bench_data.py
 

@@ -19,8 +19,10 @@ not list (two runs mixed). The folder is locked for the run (OUT/.lock, utils/fi
 run into it is refused at once; a killed run's lock and temporary files are recognised and cleared.
 
 Frames of one size are batched; frames above --tile-above pixels run as blended tiles
-(utils/predict.py). float32 is the default because the exported maps are what gets scored;
---dtype bf16 is 2-4x faster on a CPU with AVX512-BF16 or AMX (emulated, much slower, elsewhere).
+(utils/predict.py). The default --dtype auto runs bf16 on a CPU that computes it natively (AVX512-BF16
+or AMX: 2-4x faster; its scores against fp32: docs/speed.md) and fp32 elsewhere;
+--dtype fp32 forces float32. The dtype run is printed and recorded in manifest.json and
+detections.json; an ONNX export runs in its own precision (fp32, or int8 from utils.export --int8).
 Videos (--video, or --data-root of a box-labelled video dataset) stream through utils/runner.py.
 An unreadable frame or video is named and skipped, the rest are written, exit code 1; errors
 that stop the run (bad checkpoint, data root, options) exit 2.
@@ -61,7 +63,7 @@ from utils.data import (
     resolve_data_root,
 )
 from utils.files import OutputError, locked_folder
-from utils.infer.device import Predictor, select_device
+from utils.infer.device import Predictor, resolve_dtype, select_device
 from utils.infer.jobs import folder_samples, run_frames, run_videos, score_videos
 from utils.infer.onnx import ExportError, OnnxPredictor
 from utils.infer.predict import OVERLAP_PX, TILE_ABOVE_PX, TILE_PX, PredictOptions, default_batch_size, parse_confirm
@@ -94,12 +96,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action=BoolFlag,
                         help="remove an earlier run's outputs from --out first (only files inference.py and the "
                              "scorers write; a folder holding other files is refused)")
-    add_dtype(parser)
+    add_dtype(parser, default="auto")
     add_device(parser)
     parser.add_argument("--compile", action=BoolFlag, help="torch.compile the network (pays off on many frames)")
     parser.add_argument("--backend", default="torch", choices=BACKENDS,
                         help="torch (default; --checkpoint .pt/.pkl/.pth) or onnxruntime (--checkpoint an .onnx "
-                             "written by python -m utils.export; fp32)")
+                             "written by python -m utils.export; fp32 or int8, as exported)")
     add_verify(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="frames of one size per forward (default 1 on the CPU, 8 on CUDA)")
@@ -130,8 +132,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     args = parser.parse_args(argv)
-    if args.backend == "onnxruntime" and (args.dtype != "fp32" or args.compile):
-        parser.error("--backend onnxruntime runs the export in fp32: drop --dtype and --compile")
+    if args.backend == "onnxruntime" and (args.dtype not in ("auto", "fp32") or args.compile):
+        parser.error("--backend onnxruntime runs the export in its own precision (fp32, or int8): drop --dtype and "
+                     "--compile")
     if args.overlap >= args.tile:
         parser.error(f"--overlap {args.overlap} must be smaller than --tile {args.tile}")
     if args.tile % 8:
@@ -157,14 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = select_device(args.device)
         if args.backend == "onnxruntime":
             predictor = OnnxPredictor(args.checkpoint, device)
-            meta = predictor.meta
+            if args.dtype == "fp32" and predictor.dtype_name != "fp32":
+                raise ExportError(f"--dtype fp32 was asked for but {args.checkpoint} is an {predictor.dtype_name} "
+                                  "export: drop --dtype, or export float32 with python -m utils.export (no --int8)")
+            meta, verifier, args.dtype = predictor.meta, {"verifier": predictor.verifier_entry}, predictor.dtype_name
         else:
             if args.checkpoint.suffix.lower() == ".onnx":
                 raise ExportError(f"checkpoint {args.checkpoint} is an ONNX export: run it with --backend onnxruntime")
             net, meta = load_model(args.checkpoint)
-            predictor = Predictor(net, device, args.dtype, compile=args.compile)
-            if args.verify:
-                predictor.verification = load_verification(meta, device)
+            args.dtype = resolve_dtype(args.dtype, device)
+            predictor, verifier = Predictor(net, device, args.dtype, compile=args.compile), meta
+        if args.verify:  # the checkpoint's second stage, after either backend's network
+            predictor.verification = load_verification(verifier, device)
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         # val carved from trainval (layouts without one) uses the checkpoint's own fraction and seed,
         # so --split val is the frames it validated on, for inference and for --score alike
@@ -200,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             removed = prepare_out(out, args.overwrite, inputs)  # an unwritable or non-empty --out: before any frame
             if removed:
                 log.info("removed %d file(s) of an earlier or stopped run from %s", len(removed), out)
+            log.info("%s backend, %s on %s%s", args.backend, args.dtype, device,  # after the checks: errors stay one line
+                     ", with the checkpoint's verifier" if predictor.verification is not None else "")
             if videos is not None:
                 code = run_videos(args, predictor, videos, out, opts, device, source)
                 return max(code, score_videos(args, out, source)) if args.score else code

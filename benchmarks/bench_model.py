@@ -12,6 +12,8 @@ Paths, all with the same weights:
   bf16+compile  (--compile)
   bf16+graphs   torch.compile(mode="reduce-overhead"): CUDA graphs replay the whole forward (--cuda-graphs, CUDA)
   onnxruntime   the utils.export ONNX export run by onnxruntime, float32 (--onnx, CPU)
+  onnxruntime int8  the same export statically quantised (utils.infer.onnx.quantize_onnx, as utils.export --int8
+                does; --int8, CPU), calibrated here on 4 random frames: its speed, not its accuracy, is measured
 The paths are timed round-robin (one call each in turn, median of the repeats) so that the
 load of a shared machine hits them alike; speed-up = reference time / path time at the same
 batch. Peak memory: the process's peak resident set (CPU, reset before each path through
@@ -35,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import get_model  # noqa: E402
 from utils.files import write_json  # noqa: E402
-from utils.infer.device import Predictor  # noqa: E402
+from utils.infer.device import Predictor, cpu_has_native_bf16  # noqa: E402
 
 
 def peak_reset(device: torch.device) -> None:
@@ -63,7 +65,7 @@ def sync(device: torch.device) -> None:
 
 
 def build_paths(device: torch.device, compile_: bool, state: dict, cuda_graphs: bool = False,
-                onnx: bool = False) -> dict:
+                onnx: bool = False, int8: bool = False) -> dict:
     """Return {name: callable(x) -> (D, T)} for every path measured, all with the same weights."""
     def load(net):
         net.load_state_dict(state)
@@ -80,23 +82,27 @@ def build_paths(device: torch.device, compile_: bool, state: dict, cuda_graphs: 
         graphs = Predictor(load(get_model("LRRNet")), device, "bf16")
         graphs.run = torch.compile(graphs.net, mode="reduce-overhead")
         paths["bf16+graphs"] = graphs
-    if onnx and device.type == "cpu":
-        from utils.infer.onnx import OnnxPredictor, export_onnx
+    if (onnx or int8) and device.type == "cpu":
+        from utils.infer.onnx import OnnxPredictor, export_onnx, quantize_onnx  # optional: onnx, onnxruntime
         path = Path(tempfile.mkdtemp()) / "lrrnet.onnx"
         export_onnx(load(get_model("LRRNet")), path)
-        paths["onnxruntime"] = OnnxPredictor(path)
+        if onnx:
+            paths["onnxruntime"] = OnnxPredictor(path)
+        if int8:
+            frames = [np.random.default_rng(k).random((128, 160), np.float32) for k in range(4)]
+            paths["onnxruntime int8"] = OnnxPredictor(quantize_onnx(path, path.with_suffix(".int8.onnx"), frames))
     return paths
 
 
 def run(device: torch.device, sizes: list[tuple[int, int]], repeats: int, compile_: bool, batches: tuple[int, ...] = (1,),
-        cuda_graphs: bool = False, onnx: bool = False, on_rows=None) -> list[dict]:
+        cuda_graphs: bool = False, onnx: bool = False, on_rows=None, int8: bool = False) -> list[dict]:
     """Time every path at every size and batch; return one row per (size, batch, path).
 
     on_rows(rows) is called with each (size, batch)'s rows as soon as they are timed, so that a run stopped
     part-way (a time limit) still leaves what it measured."""
     torch.manual_seed(0)
     state = get_model("LRRNet").state_dict()
-    paths = build_paths(device, compile_, state, cuda_graphs, onnx)
+    paths = build_paths(device, compile_, state, cuda_graphs, onnx, int8)
     rows = []
     for (h, w), n in itertools.product(sizes, batches):
         x = torch.rand(n, 1, h, w)
@@ -143,7 +149,26 @@ def machine(device: torch.device) -> str:
     """Return a one-line description of the machine."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return (f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, torch {torch.__version__}, native bf16: "
+            f"{'yes' if cpu_has_native_bf16() else 'no'}; flags: {' '.join(cpu_flags()) or 'unknown'}")
+
+
+def cpu_name() -> str:
+    """Return the CPU's model name (/proc/cpuinfo), or the platform's processor."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """Return the CPU flags that decide the fast paths (AVX2, AVX-512, VNNI, BF16, AMX) that /proc/cpuinfo lists."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("flags"):
+            have = set(line.split(":", 1)[1].split())
+            return [f for f in wanted if f in have]
+    return []
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -156,9 +181,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile paths")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time CUDA graphs (bf16, CUDA only)")
     parser.add_argument("--onnx", action="store_true", help="also time the ONNX export with onnxruntime (CPU only)")
+    parser.add_argument("--int8", action="store_true", help="also time the int8 ONNX export (CPU only)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for PyTorch and onnxruntime alike (default: PyTorch's; 1 measures the arithmetic "
+                             "on a loaded machine, where waiting threads spin)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    if args.threads:
+        torch.set_num_threads(args.threads)   # onnxruntime's sessions follow (utils.infer.onnx.OnnxPredictor)
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     rows = []
 
@@ -171,7 +202,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for name in devices:
         device = torch.device(name)
         print(f"# {name}: {machine(device)}\n{TABLE_HEAD}", flush=True)
-        run(device, sizes, args.repeats, args.compile, tuple(args.batches), args.cuda_graphs, args.onnx, on_rows)
+        run(device, sizes, args.repeats, args.compile, tuple(args.batches), args.cuda_graphs, args.onnx, on_rows,
+            args.int8)
     return rows
 
 

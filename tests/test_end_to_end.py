@@ -21,7 +21,7 @@ def test_train_infer_score_agree(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     data, pred = run / "synthetic", tmp_path / "pred"
     assert inference.main(["--checkpoint", str(run / "best.pt"), "--data-root", str(data), "--split", "test",
-                           "--out", str(pred), "--overlay", "--batch-size", "1", "--quiet"]) == 0
+                           "--out", str(pred), "--overlay", "--batch-size", "1", "--dtype", "fp32", "--quiet"]) == 0
     assert cal_from_mask.main(["--pred", str(pred), "--data-root", str(data), "--split", "test"]) == 0
     scored = json.loads((pred / "metrics.json").read_text())
     engine = summary["best"]["test"]

@@ -48,7 +48,7 @@ def test_inference_and_scoring_reproduce_the_stored_test_scores(tmp_path, name, 
     root = need(DATASETS / folder)
     out = tmp_path / "pred"
     assert inference.main(["--checkpoint", str(ROOT / "checkpoints" / name), "--data-root", str(root),
-                           "--split", "test", "--out", str(out), "--quiet", "--score"]) == 0
+                           "--split", "test", "--out", str(out), "--dtype", "fp32", "--quiet", "--score"]) == 0
     got = json.loads((out / "metrics.json").read_text())
     want = stored_test(ckpt)
     assert got["n_images"] == want["n_images"] and got["n_targets"] == want["n_targets"]

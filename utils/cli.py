@@ -138,9 +138,12 @@ def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
 
 
 def add_dtype(parser: argparse.ArgumentParser, default: str = "fp32") -> None:
-    """Add --dtype fp32|bf16|fp16 (the compute precision)."""
-    parser.add_argument("--dtype", default=default, choices=DTYPE_CHOICES,
-                        help=f"compute precision (default {default}; bf16 is 2-4x faster on a CPU with AVX512-BF16 or "
+    """Add --dtype fp32|bf16|fp16 (the compute precision); with default "auto", also auto."""
+    choices = ("auto", *DTYPE_CHOICES) if default == "auto" else DTYPE_CHOICES
+    told = ("auto: bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), fp32 elsewhere"
+            if default == "auto" else default)
+    parser.add_argument("--dtype", default=default, choices=choices,
+                        help=f"compute precision (default {told}; bf16 is 2-4x faster on a CPU with AVX512-BF16 or "
                              "AMX and emulated, about 10x slower, without; fp16 needs CUDA)")
 
 

@@ -31,6 +31,13 @@ def select_device(name: str = "auto") -> torch.device:
     return device
 
 
+def resolve_dtype(name: str, device: torch.device) -> str:
+    """Return the dtype name to run: "auto" is "bf16" on a CPU that computes bfloat16 natively, else "fp32"."""
+    if name != "auto":
+        return name
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
 def parse_dtype(name: str) -> torch.dtype:
     """Return the torch dtype for "fp32", "bf16" or "fp16"."""
     if name not in DTYPES:
