@@ -1,18 +1,20 @@
-"""Score saved probability maps against a split's masks: IoU, nIoU, P/R/F1, Pd, Fa, ROC and AUC.
+"""Score saved probability maps against a split's masks: IoU, nIoU, P/R/F1, Pd, Fa, hIoU, ROC and AUC.
 
     python cal_from_mask.py --pred results/NUDT-SIRST --data-root NUDT-SIRST --split test
     python cal_from_mask.py --pred results/X --data-root DIR --split test --protocol release   # comparison only
 
-Reads PRED/mat/STEM.mat ('T') or PRED/img/STEM.png for every frame of the split (``--source``
-forces one kind) and scores each at its own size, p > 0.5 (definitions: docs/metrics.md; the
-library is utils/eval/scoring.py). Writes OUT/metrics.json (or --json FILE) and OUT/roc.png
-(OUT = --out, default PRED). Exit code 2, with one line naming the files and the fix, when
-predictions are missing (listed), unreadable, logits instead of probabilities, or of another
-aspect ratio than their mask (re-export the prediction at the frame's size), and when --out is a
-file or read-only (found before scoring). A report never replaces an input (the labels, --reviewed,
-the run's detections or manifest, its maps) and replaces an existing report only with --overwrite. An 8-bit PNG holding only 0 and 1 (a binary map saved
-as 0/1, not x 255) is read as that binary map, with one warning per folder. A split whose masks
-hold no target reports Pd, recall, F1 and AUC as undefined (null, "-") with a warning.
+Reads PRED/mat/STEM.mat ('T') or PRED/img/STEM.png for every frame of the split (``--source`` forces
+one kind) and scores each at its own size, p > 0.5, with hIoU and its OPDC Pd/Fa beside the legacy
+metrics (definitions: docs/metrics.md; the library is utils/eval/scoring.py). Writes
+OUT/metrics.json (or --json FILE) and OUT/roc.png (OUT = --out, default PRED). Exit code 2, with one
+line naming the files and the fix, when predictions are missing (listed), unreadable, logits instead
+of probabilities, or of another aspect ratio than their mask (re-export the prediction at the
+frame's size), and when --out is a file or read-only (found before scoring). A report never replaces
+an input (the labels, --reviewed, the run's detections or manifest, its maps) and replaces an
+existing report only with --overwrite. An 8-bit PNG holding
+only 0 and 1 (a binary map saved as 0/1, not x 255) is read as that binary map, with one warning per
+folder. A split whose masks hold no target reports Pd, recall, F1, AUC and OPDC Pd as undefined
+(null, "-") with a warning.
 
 One run per folder: when PRED/manifest.json (written by inference.py) exists, map files it does
 not list (another run's) or listed files that are missing are refused, naming a few; a folder
@@ -59,7 +61,7 @@ log = logging.getLogger("cal_from_mask")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
     parser = ArgumentParser(prog="cal_from_mask.py", description="Score saved probability maps against a split's masks "
-                                                 "(IoU, nIoU, P/R/F1, Pd, Fa, ROC, AUC), or video detections "
+                                                 "(IoU, nIoU, P/R/F1, Pd, Fa, hIoU, ROC, AUC), or video detections "
                                                  "against box labels (--boxes: Pd, false alarms per frame).")
     parser.add_argument("--pred", required=True, type=Path,
                         help="predictions: DIR/mat/STEM.mat ('T') or DIR/img/STEM.png; box mode DIR/detections.json")

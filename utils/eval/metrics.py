@@ -16,6 +16,13 @@ Definitions follow the field's convention (docs/metrics.md):
   images, as a FRACTION (papers print it x 1e-6). Matched components are masked out
   by identity, never by comparing areas (the widely copied defect, kept only in
   ReleasePdFa for comparison with published numbers).
+- hIoU (hierarchical IoU, "Rethinking Evaluation of Infrared Small Target Detection", NeurIPS 2025
+  Datasets and Benchmarks; its library PyIRSTDMetrics): components are paired one to one by OPDC
+  matching (a Hungarian assignment on centroid distance whose pairs count when their component IoU
+  is >= 0.5, then a second assignment of the rest whose pairs count when closer than 3 px);
+  loc IoU = matched / (matched + unmatched predictions + unmatched targets), seg IoU = mean pixel
+  IoU of the matched pairs, hIoU = loc IoU x seg IoU; Pd and Fa on the same pairs; and the paper's
+  split of each IoU's shortfall into error kinds. Undefined rates (no pair, no target) are None.
 - ROC: thresholds i / 200, i = 0..200; a target counts as detected at t when any of
   its pixels has p >= t; false-alarm rate = background pixels with p >= t /
   background pixels; AUC by the trapezoid rule over the false-alarm rate.
@@ -27,6 +34,7 @@ and per frame; the ROC comes from per-frame histograms, with no loop over thresh
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -39,6 +47,10 @@ THRESHOLD = 0.5
 CENTROID_TOLERANCE_PX = 3
 # Components are 8-connected (docs/metrics.md#pd-and-fa; skimage.measure.label(connectivity=2) in DNANet / BasicIRSTD).
 CONNECTIVITY = 8
+# OPDC matching's first stage keeps an assigned pair when its component IoU is at least this
+# (docs/metrics.md#hiou-and-opdc-matching; PyIRSTDMetrics' OPDCMatching(overlap_threshold=0.5)); its second
+# stage keeps a pair strictly closer than CENTROID_TOLERANCE_PX (the same library's distance_threshold=3).
+OPDC_MIN_IOU = 0.5
 # ROC thresholds are i / ROC_BINS for i = 0..ROC_BINS (docs/metrics.md#roc-and-auc; DNANet's ROCMetric uses bins=200 alike).
 ROC_BINS = 200
 
@@ -130,9 +142,84 @@ def label_components(binary: np.ndarray) -> tuple[np.ndarray, int]:
     return comps.labels(), comps.n
 
 
+def pair_overlaps(gt: Components, found: Components) -> np.ndarray:
+    """Return the gt.n x found.n int64 matrix of pixels each target shares with each predicted component."""
+    _, in_gt, in_found = np.intersect1d(gt.index, found.index, assume_unique=True, return_indices=True)
+    pair = (gt.label[in_gt].astype(np.int64) - 1) * found.n + (found.label[in_found] - 1)
+    return np.bincount(pair, minlength=gt.n * found.n).reshape(gt.n, found.n)
+
+
+def opdc_match(distance: np.ndarray, iou: np.ndarray, min_iou: float = OPDC_MIN_IOU,
+               tolerance_px: float = CENTROID_TOLERANCE_PX) -> np.ndarray:
+    """Return the n_gt x n_pred bool matrix of OPDC pairs, from centroid distances (px) and component IoUs.
+
+    Overlap priority: one assignment over all pairs minimising the summed centroid distance (Hungarian),
+    of which the pairs with IoU >= min_iou are kept. Distance compensation: the targets and components
+    left over are assigned again on distance, and the pairs strictly closer than tolerance_px are kept
+    (docs/metrics.md#hiou-and-opdc-matching). Each target and each component is in at most one pair.
+    """
+    matched = np.zeros(distance.shape, bool)
+    if distance.size == 0:
+        return matched
+    # scipy.optimize takes about 0.5 s to import: only when a frame has both targets and predicted components
+    from scipy.optimize import linear_sum_assignment
+
+    if np.any(iou >= min_iou):
+        rows, cols = linear_sum_assignment(distance)
+        keep = iou[rows, cols] >= min_iou
+        matched[rows[keep], cols[keep]] = True
+    free_gt, free_pred = np.flatnonzero(~matched.any(axis=1)), np.flatnonzero(~matched.any(axis=0))
+    if free_gt.size and free_pred.size:
+        left = distance[np.ix_(free_gt, free_pred)]
+        if np.any(left < tolerance_px):
+            rows, cols = linear_sum_assignment(left)
+            keep = left[rows, cols] < tolerance_px
+            matched[free_gt[rows[keep]], free_pred[cols[keep]]] = True
+    return matched
+
+
+class ExactSum:
+    """A sum of floats kept exact until read (non-overlapping partials, as math.fsum keeps them).
+
+    The value is the correctly rounded sum of everything added, whatever the order, so merging
+    accumulators from chunks or ranks gives the one-pass number to the last bit.
+    """
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+
+    def add(self, values) -> None:
+        """Add every float of an iterable (or a numpy array) to the sum."""
+        for x in (values.tolist() if isinstance(values, np.ndarray) else values):
+            kept = 0
+            for y in self.partials:  # x + y = hi + lo exactly; lo is kept, hi carried on
+                if abs(x) < abs(y):
+                    x, y = y, x
+                hi = x + y
+                lo = y - (hi - x)
+                if lo:
+                    self.partials[kept] = lo
+                    kept += 1
+                x = hi
+            self.partials[kept:] = [x]
+
+    def merge(self, other: ExactSum) -> None:
+        """Add another sum's value exactly."""
+        self.add(list(other.partials))
+
+    def value(self) -> float:
+        """Return the correctly rounded sum."""
+        return math.fsum(self.partials)
+
+
 def _safe_div(num: float, den: float) -> float:
     """Return num / den as a float, 0.0 when den is 0 (no NaN in reports)."""
     return float(num) / float(den) if den else 0.0
+
+
+def _rate(num: float, den: float) -> float | None:
+    """Return num / den as a float, None when den is 0 (an undefined rate)."""
+    return float(num) / float(den) if den else None
 
 
 def _as_target(mask: np.ndarray, shape: tuple[int, ...], name: str | None) -> np.ndarray:
@@ -213,11 +300,12 @@ class PdFa:
         self.fa_pixels = 0
         self.n_pixels = 0
 
-    def update(self, pred: np.ndarray, target: np.ndarray, target_components: Components | None = None) -> None:
-        """Add one image: pred and target are bool H x W maps; target_components = find_components(target) if known."""
+    def update(self, pred: np.ndarray, target: np.ndarray, target_components: Components | None = None,
+               pred_components: Components | None = None) -> None:
+        """Add one image: pred and target are bool H x W maps; *_components = find_components(of each) if known."""
         pred, target = np.asarray(pred, bool), np.asarray(target, bool)
         gt = target_components if target_components is not None else find_components(target)
-        found = find_components(pred)
+        found = pred_components if pred_components is not None else find_components(pred)
         n_gt, n_pred = gt.n, found.n
         gt_centroids, pred_centroids, pred_areas = gt.centroids(), found.centroids(), found.areas()
         used = np.zeros(n_pred, bool)  # predicted components that detected a target
@@ -262,6 +350,115 @@ class ReleasePdFa(PdFa):
         """Return the release's false-alarm pixels: areas of components whose area no matched component has."""
         matched_areas = areas[used]
         return int(areas[~np.isin(areas, matched_areas)].sum())
+
+
+class HIoU:
+    """hIoU = loc IoU x seg IoU over OPDC-matched components, with OPDC Pd, Fa and the paper's error split.
+
+    Counts are summed over the set: loc IoU = matched / (matched + unmatched predicted components +
+    unmatched targets); seg IoU = the mean over all matched pairs of the pair's pixel IoU. The error
+    split (docs/metrics.md#hiou-and-opdc-matching) divides 1 - seg IoU per pair into merged, interference
+    and missed pixels, and 1 - loc IoU into interference, missed, m2s and s2m components.
+    """
+
+    COUNTS = ("n_matched", "n_false", "n_missed", "fa_pixels", "n_pixels", "n_interference", "n_unreached", "n_m2s",
+              "n_s2m")
+    SUMS = ("iou_sum", "merge_sum", "interference_sum", "missed_pixels_sum")
+
+    def __init__(self, min_iou: float = OPDC_MIN_IOU, tolerance_px: float = CENTROID_TOLERANCE_PX) -> None:
+        self.min_iou = min_iou
+        self.tolerance_px = tolerance_px
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear every count (components, pixels) and the per-pair sums."""
+        self.n_matched = 0  # matched pairs (TP)
+        self.n_false = 0  # predicted components left unmatched (FP)
+        self.n_missed = 0  # targets left unmatched (FN)
+        self.fa_pixels = 0  # pixels of the unmatched predicted components
+        self.n_pixels = 0
+        self.iou_sum = ExactSum()  # per matched pair: pixel IoU, and the three parts of 1 - IoU
+        self.merge_sum = ExactSum()
+        self.interference_sum = ExactSum()
+        self.missed_pixels_sum = ExactSum()
+        self.n_interference = 0  # predicted components with no target within reach (IoU >= min_iou or close)
+        self.n_unreached = 0  # targets with no predicted component within reach
+        self.n_m2s = 0  # unmatched predicted components that had a target within reach
+        self.n_s2m = 0  # unmatched targets that had a predicted component within reach
+
+    def update(self, pred: np.ndarray, target: np.ndarray, target_components: Components | None = None,
+               pred_components: Components | None = None) -> None:
+        """Add one image: pred and target are bool H x W maps; *_components = find_components(of each) if known."""
+        pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+        gt = target_components if target_components is not None else find_components(target)
+        found = pred_components if pred_components is not None else find_components(pred)
+        self.n_pixels += pred.size
+        pred_areas = found.areas()
+        if not (gt.n and found.n):
+            self.n_false += found.n
+            self.n_interference += found.n
+            self.n_missed += gt.n
+            self.n_unreached += gt.n
+            self.fa_pixels += int(pred_areas.sum())
+            return
+        gt_areas = gt.areas()
+        inter = pair_overlaps(gt, found)  # n_gt x n_pred pixels
+        union = gt_areas[:, None] + pred_areas[None, :] - inter
+        iou = inter / union
+        distance = np.linalg.norm(gt.centroids()[:, None, :] - found.centroids()[None, :, :], axis=2)
+        matched = opdc_match(distance, iou, self.min_iou, self.tolerance_px)
+        g, p = np.nonzero(matched)  # the pairs, targets in label order
+        pair_union = union[g, p]
+        on_targets = inter.sum(axis=0)  # each predicted component's pixels on any target
+        self.iou_sum.add(inter[g, p] / pair_union)
+        self.merge_sum.add((on_targets[p] - inter[g, p]) / pair_union)  # pixels on other targets
+        self.interference_sum.add((pred_areas[p] - on_targets[p]) / pair_union)  # pixels on background
+        self.missed_pixels_sum.add((gt_areas[g] - inter[g, p]) / pair_union)
+        reach = (iou >= self.min_iou) | (distance < self.tolerance_px)
+        false, missed = ~matched.any(axis=0), ~matched.any(axis=1)
+        lonely_pred, lonely_gt = ~reach.any(axis=0), ~reach.any(axis=1)
+        self.n_matched += g.size
+        self.n_false += int(false.sum())
+        self.n_missed += int(missed.sum())
+        self.fa_pixels += int(pred_areas[false].sum())
+        self.n_interference += int(lonely_pred.sum())
+        self.n_unreached += int(lonely_gt.sum())
+        self.n_m2s += int((false & ~lonely_pred).sum())
+        self.n_s2m += int((missed & ~lonely_gt).sum())
+
+    def merge(self, other: HIoU) -> None:
+        """Add another accumulator's counts to this one."""
+        if (other.min_iou, other.tolerance_px) != (self.min_iou, self.tolerance_px):
+            raise ValueError(f"cannot merge an HIoU(min_iou={other.min_iou}, tolerance_px={other.tolerance_px}) "
+                             f"into one with min_iou={self.min_iou}, tolerance_px={self.tolerance_px}")
+        for key in self.COUNTS:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        for key in self.SUMS:
+            getattr(self, key).merge(getattr(other, key))
+
+    def compute(self) -> dict:
+        """Return hiou, seg_iou, loc_iou, pd_opdc, fa_opdc, the error split (fractions; None when undefined), counts.
+
+        hIoU is 0 when components exist but none is matched (loc IoU 0) and None when the set has
+        neither targets nor predicted components; seg IoU and its errors are None without a matched pair.
+        """
+        components = self.n_matched + self.n_false + self.n_missed
+        loc_iou = _rate(self.n_matched, components)
+        seg_iou = _rate(self.iou_sum.value(), self.n_matched)
+        hiou = None if loc_iou is None else (0.0 if seg_iou is None else seg_iou * loc_iou)
+        return {
+            "hiou": hiou, "seg_iou": seg_iou, "loc_iou": loc_iou,
+            "pd_opdc": _rate(self.n_matched, self.n_matched + self.n_missed),
+            "fa_opdc": _rate(self.fa_pixels, self.n_pixels),
+            "seg_merge_err": _rate(self.merge_sum.value(), self.n_matched),
+            "seg_interference_err": _rate(self.interference_sum.value(), self.n_matched),
+            "seg_missed_err": _rate(self.missed_pixels_sum.value(), self.n_matched),
+            "loc_interference_err": _rate(self.n_interference, components),
+            "loc_missed_err": _rate(self.n_unreached, components),
+            "loc_m2s_err": _rate(self.n_m2s, components),
+            "loc_s2m_err": _rate(self.n_s2m, components),
+            "opdc_tp": self.n_matched, "opdc_fp": self.n_false, "opdc_fn": self.n_missed,
+        }
 
 
 class ROC:
@@ -350,12 +547,14 @@ class Evaluator:
         self.release_matching = release_matching
         self.segmentation = SegmentationMetrics()
         self.pdfa: PdFa = ReleasePdFa() if release_matching else PdFa()
+        self.hiou = HIoU()
         self.roc_curve = ROC(n_roc_bins)
 
     def reset(self) -> None:
         """Clear every accumulator."""
         self.segmentation.reset()
         self.pdfa.reset()
+        self.hiou.reset()
         self.roc_curve.reset()
 
     def update(self, prob: np.ndarray, mask: np.ndarray, name: str | None = None) -> None:
@@ -363,9 +562,11 @@ class Evaluator:
         prob = np.ascontiguousarray(check_probabilities(prob, name))  # .mat maps arrive column-major
         target = np.ascontiguousarray(_as_target(mask, prob.shape, name))
         pred = prob > self.threshold
-        gt = find_components(target)  # the one labelling of the mask, shared by Pd/Fa and ROC
+        gt = find_components(target)  # the one labelling of the mask, shared by Pd/Fa, hIoU and ROC
+        found = find_components(pred)  # ... and of the prediction, shared by Pd/Fa and hIoU
         self.segmentation.update(pred, target)
-        self.pdfa.update(pred, target, target_components=gt)
+        self.pdfa.update(pred, target, target_components=gt, pred_components=found)
+        self.hiou.update(pred, target, target_components=gt, pred_components=found)
         self.roc_curve.update(prob, target, target_components=gt)
 
     def merge(self, other: Evaluator) -> None:
@@ -377,12 +578,15 @@ class Evaluator:
             )
         self.segmentation.merge(other.segmentation)
         self.pdfa.merge(other.pdfa)
+        self.hiou.merge(other.hiou)
         self.roc_curve.merge(other.roc_curve)
 
     def compute(self) -> dict:
-        """Return iou, niou, precision, recall, f1, pd, fa (fraction, not x1e-6), auc in [0, 1]; n_images, n_targets."""
+        """Return iou, niou, precision, recall, f1, pd, fa (fraction, not x1e-6), auc in [0, 1]; n_images, n_targets;
+        and HIoU.compute()'s hiou, seg_iou, loc_iou, pd_opdc, fa_opdc, error split (None when undefined), counts."""
         out = self.segmentation.compute()
         out.update(self.pdfa.compute())
+        out.update(self.hiou.compute())
         out["auc"] = self.roc_curve.auc()
         out["n_images"] = self.segmentation.n_images
         out["n_targets"] = self.pdfa.n_targets

@@ -1,4 +1,4 @@
-"""Scoring saved probability maps against a split's masks: IoU, nIoU, P/R/F1, Pd, Fa, ROC and AUC.
+"""Scoring saved probability maps against a split's masks: IoU, nIoU, P/R/F1, Pd, Fa, hIoU, ROC and AUC.
 
 Predictions are read per frame from PRED/mat/STEM.mat (variable 'T', a float probability
 map, as inference.py writes it), else PRED/STEM.mat, else PRED/img/STEM.png, else
@@ -45,7 +45,7 @@ from utils.infer.record import MAP_FOLDERS, MASK_METRICS, ROC_PNG, RecordError, 
 PROTOCOLS = ("ours", "release")
 SOURCES = ("auto", "mat", "png")
 RELEASE_SIZE = 512  # the release resizes every prediction and mask to 512 x 512 before scoring (docs/metrics.md#the-release-protocol)
-UNDEFINED_WITHOUT_TARGETS = ("pd", "recall", "f1", "auc")  # None when the masks hold no target at all
+UNDEFINED_WITHOUT_TARGETS = ("pd", "recall", "f1", "auc", "pd_opdc")  # None when the masks hold no target at all
 MAX_LISTED = 50  # names listed in a missing-predictions error before "... and N more"
 PREFETCH_PER_WORKER = 4  # frames read ahead per reading thread (bounds memory)
 PROCESS_MIN_FRAMES = 64  # fewer frames are scored in the calling process: forking costs more than it saves
@@ -304,11 +304,23 @@ def format_table(metrics: dict) -> str:
     def pct(key: str) -> str:
         return "-" if metrics[key] is None else f"{100 * metrics[key]:.2f} %"
 
+    def pcts(*keys: str) -> str:
+        return " / ".join("-" if metrics[key] is None else f"{100 * metrics[key]:.2f}" for key in keys) + " %"
+
+    def fa(key: str) -> str:
+        return "-" if metrics[key] is None else f"{metrics[key]:.3e} = {metrics[key] * 1e6:.2f} x1e-6"
+
     rows = [("IoU (pooled)", pct("iou")), ("nIoU (per image)", pct("niou")),
             ("precision", pct("precision")), ("recall", pct("recall")),
             ("F1", pct("f1")), ("Pd", pct("pd")),
-            ("Fa", f"{metrics['fa']:.3e} = {metrics['fa'] * 1e6:.2f} x1e-6"),
+            ("Fa", fa("fa")),
             ("AUC", "-" if metrics["auc"] is None else f"{metrics['auc']:.4f}"),
+            ("hIoU (OPDC matching)", pct("hiou")), ("  seg IoU / loc IoU", pcts("seg_iou", "loc_iou")),
+            ("  OPDC Pd", pct("pd_opdc")), ("  OPDC Fa", fa("fa_opdc")),
+            ("  seg err merge/interf./missed", pcts("seg_merge_err", "seg_interference_err", "seg_missed_err")),
+            ("  loc err interf./missed/m2s/s2m",
+             pcts("loc_interference_err", "loc_missed_err", "loc_m2s_err", "loc_s2m_err")),
+            ("  matched / false / missed", f"{metrics['opdc_tp']} / {metrics['opdc_fp']} / {metrics['opdc_fn']}"),
             ("images", str(metrics["n_images"])), ("targets", str(metrics["n_targets"]))]
     width = max(len(name) for name, _ in rows)
     title = (f"protocol {metrics['protocol']}: p > {metrics['threshold']} at each frame's own size"
@@ -352,7 +364,9 @@ class Scored:
         """Return the metrics.json content: metrics, fa x1e-6, sources, missing frames, warnings and the ROC."""
         sources = {"mat": sum(p.suffix.lower() == ".mat" for _, p in self.jobs)}
         sources["png"] = len(self.jobs) - sources["mat"]
-        out = {**self.metrics, "fa_x1e6": self.metrics["fa"] * 1e6, "pred_dir": str(pred_dir),
+        fa_opdc = self.metrics["fa_opdc"]
+        out = {**self.metrics, "fa_x1e6": self.metrics["fa"] * 1e6,
+               "fa_opdc_x1e6": None if fa_opdc is None else fa_opdc * 1e6, "pred_dir": str(pred_dir),
                "data_root": str(self.root), "split": split, "sources": sources, "missing": self.missing,
                "warnings": self.warnings, "roc": {k: np.asarray(v).tolist() for k, v in self.roc.items()}}
         if self.metrics["protocol"] == "release":
@@ -400,7 +414,7 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     metrics = {"protocol": protocol, "threshold": THRESHOLD, **evaluator.compute()}
     if metrics["n_targets"] == 0:  # no target in any mask: Pd, recall (and F1) and AUC have no denominator
         metrics.update({key: None for key in UNDEFINED_WITHOUT_TARGETS})
-        warnings.append(f"no mask of split {split} in {root} holds a target: Pd, recall, F1 and AUC are undefined "
+        warnings.append(f"no mask of split {split} in {root} holds a target: Pd, recall, F1, AUC and OPDC Pd are undefined "
                         "(null in metrics.json, - in the table); IoU, precision and Fa count false alarms only")
     return Scored(metrics, evaluator.roc(), root, jobs, missing, warnings)
 
