@@ -31,7 +31,8 @@ from utils.infer.device import select_device
 from utils.train import config as cfgs
 from utils.train.loop import NonFiniteLoss, train
 
-RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
+RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience", "time_budget",
+             "pack")  # may change on --resume
 
 
 def build_parser() -> cfgs.ArgumentParser:
