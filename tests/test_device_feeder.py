@@ -1,11 +1,14 @@
 """The device feeder (--loader device): crops are windows of their frames under one of the 8 symmetries, placed by
 the CPU path's rules, symmetries drawn uniformly, pasted targets by paste_targets' rules, epochs drawn as the
 DataLoader path draws them, and the same seed giving the same batches."""
+import json
+
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
+import run_configs
 from utils.data.synthetic import EDGE_MARGIN_PX, MIN_SEPARATION_PX
 from utils.train import config as cfgs
 from utils.train.feeder import DeviceFeeder, paste_targets, random_symmetries, window_sums
@@ -154,3 +157,11 @@ def test_loader_device_needs_square_crops(tmp_path):
     with pytest.raises(cfgs.ConfigError, match="--loader device cuts square crops"):
         setup(cfg, None, False, "error")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_synthetic_config_on_the_device_path_reaches_val_iou_above_half(tmp_path):
+    assert run_configs.main(["--config", "synthetic", "--loader", "device", "--device", "cpu",
+                             "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["best"]["val"]["iou"] > 0.5, summary["best"]       # as the DataLoader path (tests/test_train.py)

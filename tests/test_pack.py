@@ -79,6 +79,7 @@ def test_window_trains_a_tiny_nudt_from_its_pack_selects_on_val_and_scores_test_
     data = tmp_path / "pack.npz"
     assert pack.main(["--config", "nudt_window", "--data-root", frames_root, "--pack", data, "--no-test"]) == 0
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    monkeypatch.setattr(window, "RUNS_DIR", tmp_path / "runs")
     tiny = ["--data-root", frames_root, "--pack", data, "--crop-size", "32", "--batch-size", "4", "--epochs", "3",
             "--steps-per-epoch", "2", "--val-every", "1", "--warmup-iters", "2", "--device", "cpu"]
     assert window.main(["--config", "nudt_window", *tiny]) == 0
@@ -90,7 +91,8 @@ def test_window_trains_a_tiny_nudt_from_its_pack_selects_on_val_and_scores_test_
     scores = [r["val"]["selected_score"] for r in history]
     assert summary["best"]["epoch"] == 1 + int(np.argmax(scores))          # best.pt: the first best val score
     assert "optimizer" not in torch.load(results / "best.pt", weights_only=True)
-    assert not (results / "run" / "last.pt").exists()                        # what comes back stays small
+    assert sorted(p.name for p in results.iterdir()) == ["best.pt", "config.json", "results_row.md", "summary.json",
+                                                         "train.log"]       # what comes back: 5 small files
     row = (results / "results_row.md").read_text()
     assert row.count("|") == 12 and "`nudt_window` (`--loader device`)" in row
     assert window.main(["--score-test", results, "--data-root", frames_root]) == 0
@@ -101,9 +103,9 @@ def test_window_trains_a_tiny_nudt_from_its_pack_selects_on_val_and_scores_test_
     assert window.main(["--score-test", results, "--data-root", frames_root]) == 2   # once only
     # a budget already spent: one epoch, validated, best.pt selected, stopped cleanly and said so
     monkeypatch.delenv("OUT")
-    monkeypatch.setattr(window, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(window, "RUNS_DIR", tmp_path / "runs2")
     assert window.main(["--config", "nudt_window", *tiny, "--time-budget", "0.0001"]) == 0
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = (tmp_path / "runs2").iterdir()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs"] == 1 and summary["stopped_early"] == "time budget of 0.0001 min"
     assert summary["best"]["epoch"] == 1 and (run / "last.pt").is_file()

@@ -6,10 +6,10 @@
 
 Trains as ``run_configs.py --config NAME`` does (every other option is passed on) into a run folder,
 then writes the results folder: best.pt without the optimiser's state (the weights selected on
-val, with their history and the summary, as the shipped checkpoints hold them), summary.json,
+val, with their history and the summary, as the shipped checkpoints hold them: 14 MB), summary.json,
 train.log, config.json, and results_row.md — the run's row in docs/results.md's format. The
-results folder is $OUT/NAME when $OUT is set (what a GPU machine brings back), else the run
-folder itself. docs/gpu.md: what one window runs, how long, what comes back.
+results folder is $OUT/NAME when $OUT is set (five files: what a GPU machine brings back is at
+most 8 files of 16 MiB), else the run folder itself (runs/TIME_NAME, which keeps last.pt). docs/gpu.md: what one window runs, how long, what comes back.
 """
 from __future__ import annotations
 
@@ -118,11 +118,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         overrides = cfgs.parse_overrides(rest)
         if "out" in overrides:
-            raise cfgs.ConfigError("the window command chooses the run folder itself ($OUT/NAME/run, else "
-                                   "runs/TIME_NAME): leave out --out, or call run_configs.py")
+            raise cfgs.ConfigError("the window command chooses the run folder itself (runs/TIME_NAME): leave "
+                                   "out --out, or call run_configs.py")
         env_out = os.environ.get("OUT")
-        run_dir = (Path(env_out) / args.config / "run" if env_out
-                   else RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.config}")
+        run_dir = RUNS_DIR / f"{time.strftime('%Y%m%d-%H%M%S')}_{args.config}"
         cfg = cfgs.build(args.config, {**overrides, "out": str(run_dir)})
         select_device(cfg.device)
     except (cfgs.ConfigError, ValueError, DataError, CheckpointError) as err:
@@ -136,9 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(err))
         return EXIT_PARTIAL
     row = bring_back(run_dir, out)
-    if env_out:     # what comes back stays small: the stripped best.pt, not two copies with the optimiser's state
-        for name in ("last.pt", "best.pt"):
-            (run_dir / name).unlink(missing_ok=True)
     test = summary["best"]["test"]
     print(f"results in {out}: best.pt, summary.json, train.log, config.json, results_row.md; " +
           (f"test IoU {test['iou']:.4f}" if test else f"no test split in the pack: score it where the data is "
