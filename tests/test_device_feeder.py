@@ -10,6 +10,7 @@ from scipy import ndimage
 
 import run_configs
 from utils.data.synthetic import EDGE_MARGIN_PX, MIN_SEPARATION_PX
+from utils.data.transforms import TrainTransform
 from utils.train import config as cfgs
 from utils.train.feeder import DeviceFeeder, paste_targets, random_symmetries, window_sums
 from utils.train.setup import setup
@@ -89,22 +90,32 @@ def test_target_placement_follows_target_prob():
     p = 6 / 49 * 16 / 49
     hits = float((never["mask"].sum((1, 2, 3)) == 1).float().mean())
     assert abs(hits - p) < 4 * np.sqrt(p * (1 - p) / n), (hits, p)
+    # the CPU path's TrainTransform, the same rule: the same frequency
+    torch.manual_seed(0)
+    transform, m = TrainTransform(crop_size=16, target_prob=0.0), 1000
+    image, target = torch.from_numpy(frame / 255.0).float()[None], torch.from_numpy(mask).float()[None]
+    cpu_hits = np.mean([float(transform(image, target)[1].sum()) == 1 for _ in range(m)])
+    assert abs(cpu_hits - p) < 4 * np.sqrt(p * (1 - p) / m), (cpu_hits, p)
 
 
-def test_symmetries_are_drawn_uniformly_from_the_8_or_the_4_flips():
+def test_symmetries_are_drawn_uniformly_from_the_8_or_the_4_flips_as_on_the_cpu_path():
     n = 8000
     x = torch.arange(4.0).view(1, 1, 2, 2).expand(n, 1, 2, 2)
     for flip, rot90, expected in ((True, True, 8), (True, False, 4), (False, True, 8)):
         out = random_symmetries(x, flip, rot90, torch.Generator().manual_seed(1))
-        _, counts = torch.unique(out.reshape(n, 4), dim=0, return_counts=True)
+        arrangements, counts = torch.unique(out.reshape(n, 4), dim=0, return_counts=True)
         assert len(counts) == expected
         chi2 = float((((counts - n / expected) ** 2) / (n / expected)).sum())
         assert chi2 < 25, chi2           # far above the 99.9 % point of chi2 with 7 degrees of freedom (24.3)
+        transform = TrainTransform(crop_size=None, flip=flip, rot90=rot90)
+        torch.manual_seed(0)
+        cpu = {tuple(transform(x[0], x[0])[0].flatten().tolist()) for _ in range(200)}
+        assert cpu == {tuple(a.tolist()) for a in arrangements}     # the same set of arrangements
 
 
 def test_pasted_targets_keep_paste_targets_rules():
     rng = np.random.default_rng(0)
-    b, size = 48, 96
+    b, size = 32, 96
     image = torch.from_numpy(np.rint(rng.normal(100, 5, (b, 1, size, size))).clip(0, 255) / 255).float()
     mask = torch.zeros(b, 1, size, size)
     mask[:, :, 70:73, 70:73] = 1                       # a real target near one corner

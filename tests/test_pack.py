@@ -81,7 +81,8 @@ def test_window_trains_a_tiny_nudt_from_its_pack_selects_on_val_and_scores_test_
     monkeypatch.setenv("OUT", str(tmp_path / "out"))
     monkeypatch.setattr(window, "RUNS_DIR", tmp_path / "runs")
     tiny = ["--data-root", frames_root, "--pack", data, "--crop-size", "32", "--batch-size", "4", "--epochs", "3",
-            "--steps-per-epoch", "2", "--val-every", "1", "--warmup-iters", "2", "--device", "cpu"]
+            "--steps-per-epoch", "2", "--val-every", "1", "--warmup-iters", "2", "--device", "cpu",
+            "--time-budget", "0"]          # no budget (the recipe's 8 min) on a loaded machine
     assert window.main(["--config", "nudt_window", *tiny]) == 0
     results = tmp_path / "out" / "nudt_window"
     assert f"results in {results}" in capsys.readouterr().out
