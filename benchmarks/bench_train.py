@@ -137,18 +137,23 @@ def compare_loaders(root: Path, devices: list, args) -> list[dict]:
         data_times = {name: [] for name in paths}
         step_times = {name: [] for name in paths}
         for next_batch, step in paths.values():
-            step(*next_batch())                     # warm-up
+            batch = next_batch()                    # warm-up
+            if not args.data_only:
+                step(*batch)
         for _ in range(args.steps):
             for name, (next_batch, step) in paths.items():
                 start = time.perf_counter()
                 batch = next_batch()
                 middle = time.perf_counter()
-                step(*batch)
+                if not args.data_only:
+                    step(*batch)
                 data_times[name].append(middle - start)
                 step_times[name].append(time.perf_counter() - start)
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+        parts = (("data alone", data_times),) if args.data_only else (("whole step", step_times),
+                                                                      ("data alone", data_times))
         for name in paths:
-            for part, times in (("whole step", step_times), ("data alone", data_times)):
+            for part, times in parts:
                 t = statistics.median(times[name])
                 rows.append({"device": where, "path": name, "part": part, "s": t, "cps": args.batch_size / t,
                              "dtype": str(dtype).removeprefix("torch.")})
@@ -168,6 +173,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--loaders", action="store_true", help="compare the data paths instead (see above)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of --loaders")
     parser.add_argument("--no-cpu", action="store_true", help="time CUDA only (a GPU window's minutes)")
+    parser.add_argument("--data-only", action="store_true", help="--loaders: time the batches alone, no steps")
     args = parser.parse_args(argv)
     devices = ([] if args.no_cpu else [torch.device("cpu")]) + ([torch.device("cuda")] if torch.cuda.is_available()
                                                                  else [])
