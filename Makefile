@@ -16,7 +16,8 @@ SIRST ?= datasets/SIRSTv1
 CKPT ?= checkpoints/lrrnet_sirst_v1.pt
 DEMO ?= results/demo
 
-.PHONY: venv test test-fast lint demo demo-clip demo-sirst demo-expected demo-synthetic bench gpu-check clean
+.PHONY: venv test test-fast lint demo demo-clip demo-sirst demo-expected demo-synthetic bench gpu-check gpu-pack gpu-train \
+        gpu-test clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -81,6 +82,24 @@ bench: $(STAMP)
 # (when datasets/NUDT-SIRST is there), throughput at 512 x 512; writes results/gpu_check/report.json and report.md.
 gpu-check: $(STAMP)
 	$(VPY) benchmarks/gpu_check.py
+
+# One GPU window, one command (docs/gpu.md). Here, where the datasets are: `make gpu-pack` writes packs/$(WINDOW).npz
+# (git-ignored; the test split left out to fit the 64 MiB a lease carries). There, in one call carrying that file:
+# `make gpu-train` trains the recipe on the device path, stops by its --time-budget, and puts best.pt, the log and
+# the results row under $$OUT/$(WINDOW) (else the run folder under runs/); back here, score test once with
+# `make gpu-test RESULTS=folder`. GPU_PY: the GPU machine's python3 holds PyTorch (no venv is made there).
+WINDOW ?= nudt_window
+DATASETS ?= datasets
+GPU_PY ?= python3
+gpu-pack: $(STAMP)
+	$(VPY) -m utils.train.pack --config $(WINDOW) --datasets $(DATASETS) --no-test $(PACK_ARGS)
+
+gpu-train:
+	@test -f packs/$(WINDOW).npz || { echo "error: packs/$(WINDOW).npz is missing: run make gpu-pack WINDOW=$(WINDOW) where the datasets are, and carry packs/$(WINDOW).npz"; exit 2; }
+	$(GPU_PY) -m utils.train.window --config $(WINDOW) $(TRAIN_ARGS)
+
+gpu-test: $(STAMP)
+	$(VPY) -m utils.train.window --score-test $(RESULTS) $(TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

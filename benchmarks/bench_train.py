@@ -10,10 +10,18 @@ ours    the engine's way: channels_last, scaled_dot_product_attention, in-place 
 Steps alternate between the paths (one step each in turn) and the median is reported,
 so that the load of a shared machine hits both alike. Data: synthetic 256 x 256 scenes
 written to a temporary folder.
+
+    python benchmarks/bench_train.py --loaders --batch-size 16     # the two data paths (docs/gpu.md)
+
+--loaders compares how training batches are made, with ours (fp32 on the CPU, bf16 on CUDA):
+dataloader  today's: a DataLoader over the cached frames, TrainTransform on each crop (--workers processes)
+device      --loader device: the frames held on the device, crops and turns cut there in batches
+each as a whole training step (data, forward, backward, Adam) and as the data alone, in crops/s.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -31,6 +39,7 @@ from utils.data import IRSTDDataset  # noqa: E402
 from utils.data.synthetic import write_dataset  # noqa: E402
 from utils.data.transforms import TrainTransform  # noqa: E402
 from utils.infer.device import autocast  # noqa: E402
+from utils.train.feeder import DeviceFeeder  # noqa: E402
 from utils.train.losses import LRRLoss  # noqa: E402
 
 
@@ -64,17 +73,115 @@ def make_path(root: Path, device: torch.device, fast: bool, dtype: torch.dtype, 
     return step
 
 
+def loader_paths(root: Path, device: torch.device, batch: int, workers: int, dtype: torch.dtype, state: dict):
+    """Return {name: (batch maker, training step on a batch)} of the two data paths, both with our network."""
+    transform = TrainTransform(crop_size=256, target_prob=0.5)
+    data = IRSTDDataset(root, "train", transform=transform)
+    feeder = DeviceFeeder(IRSTDDataset(root, "train"), 256, 0.5, True, True, 0.0, 0, device)
+
+    def dataloader():
+        return iter(DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
+                               pin_memory=device.type == "cuda", persistent_workers=workers > 0))
+
+    seeds = itertools.count(1)
+
+    def device_epoch():
+        return feeder.epoch(len(feeder) // batch, batch, next(seeds))     # every epoch its own seed
+
+    paths = {}
+    for name, epoch in (("dataloader", dataloader), ("device", device_epoch)):
+        batches = epoch()
+
+        def next_batch(epoch=epoch, name=name):
+            nonlocal batches
+            item = next(batches, None)
+            if item is None:
+                batches = epoch()
+                item = next(batches)
+            out = item["image"].to(device, non_blocking=True), item["mask"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return out
+        paths[name] = (next_batch, make_step(device, dtype, state))
+    return paths
+
+
+def make_step(device: torch.device, dtype: torch.dtype, state: dict):
+    """Return a training step of our network (from state) on a given batch."""
+    net = get_model("LRRNet", attention="sdpa", channels_last=True)
+    net.load_state_dict(state)
+    net.to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    loss_fn = LRRLoss("release")
+
+    def step(image, mask):
+        with autocast(device, dtype):
+            d, t = net(image)
+        loss, _ = loss_fn(d, t, image, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return step
+
+
+def compare_loaders(root: Path, devices: list, args) -> list[dict]:
+    """Time the two data paths, data alone and whole steps, alternating; return the rows."""
+    torch.manual_seed(0)
+    state = get_model("LRRNet").state_dict()
+    rows = []
+    for device in devices:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        paths = loader_paths(root, device, args.batch_size, args.workers, dtype, state)
+        data_times = {name: [] for name in paths}
+        step_times = {name: [] for name in paths}
+        for next_batch, step in paths.values():
+            batch = next_batch()                    # warm-up
+            if not args.data_only:
+                step(*batch)
+        for _ in range(args.steps):
+            for name, (next_batch, step) in paths.items():
+                start = time.perf_counter()
+                batch = next_batch()
+                middle = time.perf_counter()
+                if not args.data_only:
+                    step(*batch)
+                data_times[name].append(middle - start)
+                step_times[name].append(time.perf_counter() - start)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}"
+        parts = (("data alone", data_times),) if args.data_only else (("whole step", step_times),
+                                                                      ("data alone", data_times))
+        for name in paths:
+            for part, times in parts:
+                t = statistics.median(times[name])
+                rows.append({"device": where, "path": name, "part": part, "s": t, "cps": args.batch_size / t,
+                             "dtype": str(dtype).removeprefix("torch.")})
+    print(f"batch {args.batch_size} x 1 x 256 x 256, workers {args.workers}, torch {torch.__version__}, "
+          f"median of {args.steps} steps")
+    print_table(rows, [("device", "device", ""), ("path", "path", ""), ("part", "part", ""), ("dtype", "dtype", ""),
+                       ("s/batch", "s", ".4f"), ("crops/s", "cps", ".1f")])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Time the paths and print a markdown table; return the rows."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per path (after one warm-up step)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bf16", action="store_true", help="also time ours with bf16 autocast on the CPU")
+    parser.add_argument("--loaders", action="store_true", help="compare the data paths instead (see above)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes of --loaders")
+    parser.add_argument("--no-cpu", action="store_true", help="time CUDA only (a GPU window's minutes)")
+    parser.add_argument("--data-only", action="store_true", help="--loaders: time the batches alone, no steps")
     args = parser.parse_args(argv)
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = ([] if args.no_cpu else [torch.device("cpu")]) + ([torch.device("cuda")] if torch.cuda.is_available()
+                                                                 else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = write_dataset(Path(tmp) / "scenes", n_trainval=64, n_test=4, size=(256, 256), seed=0)
+        if args.loaders:
+            return compare_loaders(root, devices, args)
         torch.manual_seed(0)
         state = get_model("LRRNet").state_dict()
         for device in devices:

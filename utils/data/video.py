@@ -345,6 +345,8 @@ class VideoFrameDataset:
     (``utils.data.transforms`` do). ``sizes`` holds each frame's (H, W) for ``size_batches``.
     """
 
+    box_labelled = True     # scored by box counts (utils.train.validate), as a pack's video splits are
+
     def __init__(self, root, split: str, every: int = 30, transform=None, *, start: int = 0, progress: bool = False):
         self.root = resolve_data_root(root)
         self.split, self.every, self.start, self.transform = split, every, start, transform

@@ -147,6 +147,15 @@ class TrainConfig:
     channels_last: bool = option(True, "channels-last memory layout (faster convolutions)")
     compile: bool = option(False, "compile the network with torch.compile")
     workers: int = option(0, "data-loading worker processes", bounds=AT_LEAST_0)
+    loader: str = option("dataloader", "how training crops are made: dataloader (each crop cut on the CPU, in "
+                                       "--workers processes) or device (every training frame held on the device, "
+                                       "crops, flips, turns and pasted targets made there in batches; docs/gpu.md)",
+                         ("dataloader", "device"))
+    pack: str = option("", "read every split from this pack (python -m utils.train.pack) instead of the dataset "
+                           "folders; it must have been packed with this run's data options")
+    time_budget: float = option(0.0, "stop after this many minutes of wall-clock time (0: no limit): the run ends "
+                                     "at an epoch boundary, validated, with best.pt selected on val, then scored "
+                                     "on test (which takes longer still)", bounds=AT_LEAST_0)
     seed: int = option(1, "seed of the weights' initialisation and of every epoch's sampling")
     deterministic: bool = option(False, "deterministic algorithms only: a resumed run ends with bit-identical "
                                         "weights")
@@ -161,7 +170,8 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES: dict[str, type] = {f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type]
                                 for f in fields(TrainConfig)}
-RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience")  # may change on --resume
+RESUMABLE = ("epochs", "device", "workers", "val_every", "image_every", "compile", "nan_patience", "time_budget",
+             "pack")  # may change on --resume
 RENAMED = {"amp": "dtype"}              # old key -> new key, still read from old config.json files
 OLD_VALUES = {"amp": {"off": "fp32"}}   # old key -> {old value: new value}
 

@@ -44,7 +44,7 @@ from utils.train.setup import (
     train_loader,
 )
 from utils.train.state import TrainState
-from utils.train.validate import evaluate, validate
+from utils.train.validate import evaluate, val_batch, validate
 
 __all__ = ["Interrupted", "NonFiniteLoss", "train", "train_one_epoch"]
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
     deterministic = torch.are_deterministic_algorithms_enabled()
     epoch_log = run = None
     saved = 0   # epochs held by last.pt
+    started = time.monotonic()      # --time-budget counts from here: setup and loading are part of the window
     try:
         run, net, last = setup(cfg, run_dir, resume, log_level, overwrite, progress)   # all checked before any write
         cfg = run.cfg
@@ -87,12 +88,15 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
         log.info("training %s on %s for %d epochs of %d steps (batch %d x %d), %s, device %s", cfg.config_name,
                  run.root, cfg.epochs, run.steps, cfg.batch_size, run.world, run.dtype, run.device)
         bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="run", disable=not run.bars, dynamic_ncols=True)
+        longest, stopped = 0.0, None      # the longest epoch so far (validation included), s; why the run stopped
         while state.epoch < cfg.epochs:
+            epoch_start = time.monotonic()
             mined = mine_if_due(state, run)
             stats = train_one_epoch(model, state, loss_fn, run)
             stats.update(mined)
             state.epoch += 1
-            due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs
+            stopped = out_of_time(cfg, started, max(longest, time.monotonic() - epoch_start), run.world)
+            due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs or stopped is not None
             val = validate(state, run) if due else None
             improved = state.record(stats, val)
             save_checkpoints(state, run, val, improved)
@@ -100,9 +104,15 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
             epoch_log(state, run.val_set, run.device)
             bar.update(1)
             bar.set_postfix(best=f"{state.best:.3f}@{state.best_epoch}")
+            longest = max(longest, time.monotonic() - epoch_start)
+            if stopped is not None and state.epoch < cfg.epochs:
+                log.info("%s: stopped after epoch %d of %d (best val %.4f at epoch %d); resume with --resume %s",
+                         stopped, state.epoch, cfg.epochs, state.best, state.best_epoch, run.dir)
+                break
+            stopped = None
         bar.close()
         barrier(run.world)
-        return score_on_test(state, run)
+        return score_on_test(state, run, stopped, (time.monotonic() - started) / 60)
     except KeyboardInterrupt:
         raise Interrupted(interrupted_note(run, saved, cfg.epochs, run_dir if resume else None)) from None
     finally:
@@ -129,16 +139,27 @@ def interrupted_note(run: Run | None, saved: int, epochs: int, resumed: Path | N
     return f"{rest}; go on with: python run_configs.py --resume {run.dir}"
 
 
+def out_of_time(cfg: TrainConfig, started: float, epoch_s: float, world: int = 1) -> str | None:
+    """Return why the run must stop now under --time-budget (another epoch of epoch_s seconds would not fit),
+    or None; every rank takes rank 0's answer."""
+    if not cfg.time_budget:
+        return None
+    stop = torch.tensor([float(time.monotonic() - started + epoch_s > cfg.time_budget * 60)])
+    if world > 1:
+        dist.broadcast(stop, src=0)
+    return f"time budget of {cfg.time_budget:g} min" if stop.item() else None
+
+
 def train_one_epoch(model: nn.Module, state: TrainState, loss_fn: LRRLoss, run: Run) -> dict:
     """Train one epoch; return its mean losses, the last lr, frames/s and the number of skipped steps."""
     cfg = run.cfg
     seed_everything(epoch_seed(cfg, state.epoch, run.rank))
     model.train()
-    loader = train_loader(cfg, run.train_set, state.epoch, run.rank, run.world, run.device)
+    loader = train_loader(cfg, run.train_set, state.epoch, run.rank, run.world, run.device, run.feeder)
     sums = torch.zeros(1 + len(LOSS_PARTS), dtype=torch.float64, device=run.device)  # loss and parts, on the device
     n_frames, n_steps, start = 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", disable=not run.bars, leave=False,
-               dynamic_ncols=True)
+               dynamic_ncols=True, total=run.steps)
     for batch in bar:
         image = batch["image"].to(run.device, non_blocking=True)
         mask = batch["mask"].to(run.device, non_blocking=True)
@@ -224,11 +245,21 @@ def count_skipped(state: TrainState, run: Run, why: str) -> None:
 # ----------------------------------------------------------------------------- validation and test
 
 
-def score_on_test(state: TrainState, run: Run) -> dict:
-    """Score best.pt and last.pt once on the test split; write summary.json (rank 0) and return it."""
+def score_on_test(state: TrainState, run: Run, stopped: str | None = None, minutes: float | None = None) -> dict:
+    """Score best.pt and last.pt once on the test split; write summary.json (rank 0) and return it.
+
+    ``stopped``: why the run ended before cfg.epochs (--time-budget), recorded as "stopped_early";
+    ``minutes``: the wall-clock time until now (setup and training). A pack without the test split
+    leaves "test" None (``python -m utils.train.window --score-test`` scores it later).
+    """
     cfg, test = run.cfg, run.test_set     # checked at setup, its warnings logged there
     summary = {"config": cfg.config_name, "run_dir": str(run.dir), "epochs": state.epoch, "data_root": str(run.root),
-               "n_test": len(test), "code_revision": code_revision(), "world_size": run.world}
+               "n_test": len(test) if test is not None else 0, "code_revision": code_revision(),
+               "world_size": run.world}
+    if stopped is not None:
+        summary["stopped_early"] = stopped
+    if minutes is not None:
+        summary["train_minutes"] = round(minutes, 2)
     if run.world > 1:
         summary["ddp_max_weight_diff"] = rank_weight_difference(state.net, run.device, run.world)
     for tag in ("best", "last"):
@@ -241,15 +272,16 @@ def score_on_test(state: TrainState, run: Run) -> dict:
         ckpt = load_checkpoint(path)
         net = get_model(cfg.model, channels_last=cfg.channels_last).to(run.device)
         net.load_state_dict(ckpt["model"])
-        scores = evaluate(net, test, run.device, run.rank, run.world, progress=run.progress)
+        scores = None if test is None else evaluate(net, test, run.device, run.rank, run.world, progress=run.progress,
+                                                    batch_size=val_batch(run))
         last_val = next((r["val"] for r in reversed(ckpt["history"]) if "val" in r), None)
         summary[tag] = {"epoch": ckpt["epoch"], "weights": ckpt["selected_weights"],
                         "val": last_val[ckpt["selected_weights"]] if last_val else None,
-                        "test": plain(scores.compute())}
+                        "test": plain(scores.compute()) if scores is not None else None}
     if run.main:
         write_json(run.dir / "summary.json", summary)
         for tag in ("best", "last"):
-            if tag in summary:
+            if tag in summary and summary[tag]["test"] is not None:
                 s, t = summary[tag], summary[tag]["test"]
                 log.info("%s (epoch %d, %s weights): test IoU %.4f nIoU %.4f Pd %.4f Fa %.2fe-6 F1 %.4f",
                          tag, s["epoch"], s["weights"], t["iou"], t["niou"], t["pd"], t["fa"] * 1e6, t["f1"])

@@ -73,6 +73,28 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                          steps_per_epoch=100, epochs=12, val_every=5,
                          ema_decay=0.999,
                          workers=12)),                        # crops, pastes and noise on 12 CPU processes; fp32
+    "nudt_window": ("NUDT-SIRST from scratch in one GPU window (docs/gpu.md): read from packs/nudt_window.npz, crops "
+                    "made on the device, bf16, stopped at 8 min at the latest (--device cuda)",
+                    dict(_SIRSTV1_CPU, dataset="NUDT-SIRST",
+                         loader="device", pack="packs/nudt_window.npz",   # no dataset folders on a GPU machine
+                         batch_size=32, steps_per_epoch=100,
+                         epochs=150,                  # 480,000 crops: 4 min at the 2,000 crops/s aimed for
+                         lr=5e-4, warmup_iters=300, ema_decay=0.999,     # general_gpu's values for batch 32
+                         val_every=10,                # 66 val frames: seconds on a GPU
+                         dtype="auto",                # bf16 autocast on CUDA (fp32 on the CPU)
+                         time_budget=8.0, workers=0)),
+    "general_window": ("general_cpu's mix from scratch in one GPU window (docs/gpu.md): read from "
+                       "packs/general_window.npz, crops, pastes and turns on the device, bf16, 8 min at most",
+                       dict(_GENERAL,
+                            loader="device", pack="packs/general_window.npz",
+                            # every 600th / 300th labelled video frame (196 train, 92 val): 25.5 MB, still over
+                            # the ~23 MB the tracked files leave of a call (docs/gpu.md#the-general-mix)
+                            video_every=600, video_val_every=300,
+                            batch_size=32, steps_per_epoch=100,
+                            epochs=100,               # 320,000 crops: under 3 min at 2,000 crops/s
+                            lr=5e-4, warmup_iters=300, ema_decay=0.999,   # general_gpu's values
+                            val_every=10, hard_negatives=10,
+                            dtype="auto", time_budget=8.0, workers=0)),
     "synthetic": ("generated scenes, no data needed; about a minute on a CPU (smoke test and demo)",
                   dict(synthetic=True, synthetic_frames=96, synthetic_size=128,
                        crop_size=64, target_prob=0.8,      # small crops, mostly on targets: many steps a minute

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+from tqdm import tqdm
 
 from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
@@ -30,6 +31,7 @@ from utils.cli import setup_logging, warn_once
 from utils.data import DataError, IRSTDDataset, VideoFrameDataset, resolve_data_root, write_names
 from utils.data.layouts import is_video_root
 from utils.data.mixture import MixedTrainSet
+from utils.data.pack import PackedSplit, read_pack
 from utils.data.synthetic import write_dataset
 from utils.data.transforms import TrainTransform
 from utils.files import atomic_write_text, write_json
@@ -43,11 +45,14 @@ from utils.train.config import (
     parse_sources,
     resume_disagreement,
 )
+from utils.train.feeder import DeviceFeeder
 from utils.train.state import compute_dtype
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("config.json", "last.pt", "best.pt", "summary.json", "synthetic")   # a folder with one of these holds a run
 RUN_ITEMS = RUN_FILES + ("train.log", "val_split.txt", "tb")                     # what --overwrite removes
+PACKED_OPTIONS = ("dataset", "layout", "val_fraction", "val_seed", "sixteen_bit", "sources", "video_every",
+                  "video_val_every")   # the options that decide which frames a run reads: a pack records them
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "best_epoch", "history", "rng")
 
 
@@ -62,12 +67,13 @@ class Run:
     device: torch.device
     dtype: torch.dtype
     root: Path                  # the data root
-    train_set: IRSTDDataset | MixedTrainSet
+    train_set: IRSTDDataset | MixedTrainSet | PackedSplit
     val_set: IRSTDDataset       # the first source's val split under --sources
-    test_set: IRSTDDataset      # checked (decoded) at setup, read again when scored at the end
+    test_set: IRSTDDataset | None   # checked (decoded) at setup, scored at the end; None: a pack without it
     steps: int                  # optimiser steps per epoch
     val_sources: tuple = ()     # --sources: ((name, val dataset), ...), each validated on its own
     progress: bool = True       # progress bars (run_configs.py --quiet: none)
+    feeder: DeviceFeeder | None = None   # --loader device: the training frames on the device
 
     @property
     def main(self) -> bool:
@@ -103,8 +109,14 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     net = build_network(cfg, device, init=not resume, notes=notes)
     if overwrite and cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)          # the old run's generated scenes must not be reused
+    if cfg.loader == "device" and not (cfg.crop_size or cfg.base_size):
+        raise ConfigError("--loader device cuts square crops: set --crop-size (or --base-size for whole resized "
+                          "frames), or use --loader dataloader")
     with data_warnings_held():
-        if cfg.sources:
+        if cfg.pack:
+            root = Path(cfg.pack)
+            train_set, val_set, test_set, val_sources = packed_sets(cfg)
+        elif cfg.sources:
             roots = source_roots(cfg)       # resolved once, here: the first source is the run's data root
             root = roots[0][2]
             train_set, val_set, test_set, val_sources = build_mixed(cfg, roots)
@@ -118,8 +130,12 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     if overwrite and not cfg.synthetic and rank == 0:
         clear_run_dir(run_dir)
     barrier(world)
+    feeder = None
+    if cfg.loader == "device":
+        feeder = DeviceFeeder(train_set, cfg.crop_size, cfg.target_prob, cfg.flip, cfg.rot90, cfg.copy_paste,
+                              cfg.base_size, device, progress=progress_bar if rank == 0 and progress else None)
     run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps, val_sources,
-              progress)
+              progress, feeder)
     open_run_dir(run, log_level, notes)
     return run, net, last
 
@@ -205,9 +221,10 @@ def open_run_dir(run: Run, log_level: str, notes: list[str] = ()) -> None:
     setup_logging(log_level, log_file=run.dir / "train.log" if run.main else None, timestamps=True,
                   quiet_rank=not run.main)
     if run.main:
-        warn_once(log, list(notes) + run.train_set.warnings + run.val_set.warnings + run.test_set.warnings)
-    log.info("data %s (%s): train %d, val %d, test %d frames", run.root, run.train_set.layout, len(run.train_set),
-             len(run.val_set), len(run.test_set))
+        warn_once(log, list(notes) + run.train_set.warnings + run.val_set.warnings
+                  + (run.test_set.warnings if run.test_set is not None else []))
+    log.info("data %s (%s): train %d, val %d, test %s frames", run.root, run.train_set.layout, len(run.train_set),
+             len(run.val_set), len(run.test_set) if run.test_set is not None else "no (not in the pack)")
 
 
 def close_run_log() -> None:
@@ -307,10 +324,45 @@ def split_options(cfg: TrainConfig) -> dict:
                 val_seed=cfg.val_seed, sixteen_bit=cfg.sixteen_bit)
 
 
-def train_transform(cfg: TrainConfig) -> TrainTransform:
-    """Return the training augmentation of a run: resize, crops, flips, rotations as configured."""
+def progress_bar(items, desc: str):
+    """Return items wrapped in a tqdm bar named desc (for loading that takes seconds)."""
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def train_transform(cfg: TrainConfig) -> TrainTransform | None:
+    """Return the training augmentation of a run: resize, crops, flips, rotations as configured (None under
+    --loader device: the feeder augments on the device)."""
+    if cfg.loader == "device":
+        return None
     return TrainTransform(crop_size=cfg.crop_size or None, target_prob=cfg.target_prob, flip=cfg.flip,
                           rot90=cfg.rot90, base_size=cfg.base_size or None)
+
+
+def pack_options(cfg: TrainConfig) -> dict:
+    """Return the options of cfg that decide which frames a run reads (what a pack records and is checked by)."""
+    return {key: getattr(cfg, key) for key in PACKED_OPTIONS}
+
+
+def packed_sets(cfg: TrainConfig) -> tuple:
+    """Return (train, val, test, ((name, val), ...)) of a run read from cfg.pack, as ``build_datasets`` or
+    ``build_mixed`` would build them from the folders; ConfigError when the pack was made with other data options."""
+    pack = read_pack(cfg.pack)
+    packed, wanted = pack.meta["options"], pack_options(cfg)
+    differ = [key for key in PACKED_OPTIONS if packed.get(key) != wanted[key]]
+    if differ:
+        was = ", ".join(f"--{k.replace('_', '-')} {packed.get(k)!r} (this run: {wanted[k]!r})" for k in differ)
+        raise ConfigError(f"--pack {cfg.pack} was packed with {was}: pack again with the run's config "
+                          "(python -m utils.train.pack), or give the run the pack's values")
+    transform = train_transform(cfg)
+    test = pack.split(0, "test") if pack.has(0, "test") else None     # packed with --no-test: scored apart
+    if not cfg.sources:
+        return pack.split(0, "train", transform), pack.split(0, "val"), test, ()
+    entries = parse_sources(cfg.sources)
+    vals = tuple((name, pack.split(k, "val")) for k, (name, _) in enumerate(entries))
+    parts = [(name, pack.split(k, "train")) for k, (name, weight) in enumerate(entries) if weight > 0]
+    mixed = MixedTrainSet(parts, [w for _, w in entries if w > 0], transform, copy_paste=cfg.copy_paste,
+                          hard_frac=cfg.hard_negative_frac)
+    return mixed, vals[0][1], test, vals
 
 
 def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, bool]]:
@@ -376,8 +428,13 @@ def build_mixed(cfg: TrainConfig, roots: list) -> tuple[MixedTrainSet, IRSTDData
 
 
 def train_loader(cfg: TrainConfig, train: IRSTDDataset | MixedTrainSet, epoch: int, rank: int, world: int,
-                 device: torch.device) -> DataLoader:
-    """Return this epoch's training loader (sampling seeded by seed and epoch; each rank its own share)."""
+                 device: torch.device, feeder: DeviceFeeder | None = None):
+    """Return this epoch's training batches (sampling seeded by seed and epoch; each rank its own share): a
+    DataLoader, or the device feeder's epoch when there is one."""
+    if feeder is not None:
+        steps = cfg.steps_per_epoch or len(train) // (cfg.batch_size * world)
+        return feeder.epoch(steps, cfg.batch_size, epoch_seed(cfg, epoch, rank), epoch_seed(cfg, epoch, 0), rank,
+                            world, replacement=bool(cfg.steps_per_epoch))
     generator = torch.Generator().manual_seed(epoch_seed(cfg, epoch, rank))
     if isinstance(train, MixedTrainSet):   # sources by weight, mined frames by hard_negative_frac
         steps = cfg.steps_per_epoch or len(train) // (cfg.batch_size * world)
