@@ -507,7 +507,8 @@ def list_split(
     else:
         for sample in samples:
             for path in (sample.image, sample.mask):
-                _quick_check(path)
+                if path is not None:   # the boxes layout's frames have no mask
+                    _quick_check(path)
     return samples, warnings
 
 
