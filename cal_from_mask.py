@@ -25,7 +25,8 @@ without one (another tool's predictions) is scored with a warning that it cannot
 Box mode (``--boxes``, instead of ``--data-root``): scores the video inference's PRED/detections.json
 against box labels at target level (Pd, false alarms per frame, frames with a false alarm, per class;
 Pd by target size; the rules: utils/boxscore.py). Writes OUT/box_metrics.json (or --json FILE) and
-OUT/pd_fa_curve.png.
+OUT/pd_fa_curve.png. Still-frame labels (``frame,x,y,w,h``, several boxes a frame, e.g. IRSTD-1K-boxes)
+score a frames run (``inference.py --data-root ROOT --split val``) the same way, per target.
 ``--reviewed FALSE_ALARMS.csv`` (a review made with ``python -m utils.review``) adds the scores without the
 false alarms that the review marks as real but unlabelled objects, beside the unchanged ones.
 """
@@ -69,7 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     mode.add_argument("--data-root", help="dataset folder, or a release name read from ./datasets/ (mask mode)")
     mode.add_argument("--boxes", type=Path, default=None, metavar="LABELS.csv",
                       help="box mode: score PRED/detections.json (inference.py --video) against these box labels "
-                           "(video,frame,x,y,w,h)")
+                           "(video,frame,x,y,w,h), or a frames run against still-frame labels (frame,x,y,w,h)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split whose masks are scored (default test)")
     parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: detected)")
     parser.add_argument("--val-fraction", type=finite_float, default=0.1,
@@ -187,8 +188,9 @@ def main_boxes(args: argparse.Namespace) -> int:
     except OSError as error:
         return fail(f"cannot write the report to {out} ({error.strerror or error}): pass a writable --out")
     print(format_box_table(report))
-    print(f"scored {report['n_frames']} frames of {report['videos_scored']} video(s) in "
-          f"{time.perf_counter() - start:.2f} s; wrote {json_path} and {png_path}")
+    scope = "still frames" if report.get("kind") == "frames" else f"frames of {report['videos_scored']} video(s)"
+    print(f"scored {report['n_frames']} {scope} in {time.perf_counter() - start:.2f} s; wrote {json_path} and "
+          f"{png_path}")
     return 0
 
 

@@ -127,8 +127,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     video.add_argument("--save-maps", action=BoolFlag,
                        help="also write every processed frame's map as OUT/img/STEM_FRAME.png (round(255 T))")
     parser.add_argument("--score", action=BoolFlag,
-                        help="then score OUT against the split's masks, or a video dataset's box labels (as "
-                             "cal_from_mask.py does)")
+                        help="then score OUT against the split's masks, or the box labels of a video or still-frame "
+                             "dataset (as cal_from_mask.py does)")
     parser.add_argument("--quiet", action=BoolFlag, help="no progress bar")
     add_log_level(parser)
     args = parser.parse_args(argv)

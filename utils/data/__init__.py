@@ -9,9 +9,11 @@ One module per job; every name below is importable from ``utils.data``:
 - ``layouts``: ``resolve_data_root`` (a release name -> ``DATASETS_DIR/NAME``), ``detect_layout``,
   the ``folder``/``sirst``/``basicirstd`` layouts, ``list_split`` (every file checked),
   ``index_split`` (no file read: for callers that skip a bad frame), ``write_names``.
-- ``labels``: ``read_box_labels``, the one reader of box labels (``video,frame,x,y,w,h``), and ``by_video``.
+- ``labels``: ``read_box_labels``, the one reader of box labels (``video,frame,x,y,w,h``), and ``by_video``;
+  ``read_still_labels`` for still frames (``frame,x,y,w,h``, several boxes a frame).
 - ``video`` (the ``video`` layout, box-labelled IR videos): ``VideoItem``, ``index_videos``, ``iter_video_frames`` and ``count_frames`` (streamed with ``cv2.VideoCapture``),
   ``pseudo_mask`` (box -> mask + ignore region, docs/video.md), ``VideoFrameDataset``.
+- ``stills`` (the ``boxes`` layout, still frames with box labels): ``StillBoxDataset``, ``boxes_pseudo_mask``.
 - ``dataset``: ``IRSTDDataset`` (one split, decoded once, cached) and ``size_batches``.
 - ``summary`` (and ``video_summary`` for a video root): ``summarize`` and ``main``, the command line
   ``python -m utils.data --data-root DIR [--layout L] [--index NAME] [--json] [--log-level L]``
@@ -42,7 +44,7 @@ from utils.data.frames import (
     read_frame,
     read_mask,
 )
-from utils.data.labels import Box, by_video, read_box_labels
+from utils.data.labels import Box, by_video, read_box_labels, read_still_labels
 from utils.data.layouts import (
     LAYOUTS,
     RELEASE_NAMES,
@@ -51,11 +53,13 @@ from utils.data.layouts import (
     detect_layout,
     images_by_stem,
     index_split,
+    is_still_box_root,
     is_video_root,
     list_split,
     resolve_data_root,
     write_names,
 )
+from utils.data.stills import StillBoxDataset, boxes_pseudo_mask
 from utils.data.summary import main, summarize
 from utils.data.video import (
     VIDEO_EXTENSIONS,
@@ -74,6 +78,10 @@ __all__ = [
     "Box",
     "by_video",
     "is_video_root",
+    "is_still_box_root",
+    "StillBoxDataset",
+    "boxes_pseudo_mask",
+    "read_still_labels",
     "video_files",
     "IMAGE_EXTENSIONS",
     "LAYOUTS",

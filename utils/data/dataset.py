@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.data.frames import Sample, check_sixteen_bit, load_pair, to_unit, verify_samples
+from utils.data.frames import DataError, Sample, check_sixteen_bit, load_pair, to_unit, verify_samples
 from utils.data.layouts import index_samples
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class IRSTDDataset:
     ):
         check_sixteen_bit(sixteen_bit)
         indexed = index_samples(root, split, layout, val_fraction, val_seed, index)
+        if indexed.layout == "boxes":
+            raise DataError(f"data root {indexed.root} holds frames with box labels (the boxes layout), not masks: "
+                            "read it with utils.data.StillBoxDataset, or train on it as a --sources entry")
         self.root, self.layout, self.index, self.split = indexed.root, indexed.layout, indexed.index, split
         self.val_official, self.warnings = indexed.val_official, indexed.warnings
         self.samples: list[Sample] = indexed.splits[split]

@@ -116,3 +116,71 @@ def by_video(labels: Labels) -> dict[str, dict[int, Box | None]]:
     for (video, frame), box in labels.items():
         grouped.setdefault(video, {})[frame] = box
     return grouped
+
+
+# ----------------------------------------------------------------------------- still frames
+# The same reader for box labels of still frames (a folder of images): ``frame,x,y,w,h``, several rows a frame.
+
+STILL_COLUMNS = ("frame", "x", "y", "w", "h")
+StillLabels = dict[str, list[Box]]  # {frame name (image stem): its target boxes; [] = labelled target-free}
+
+
+def label_columns(path: str | os.PathLike) -> tuple[str, ...]:
+    """Return the header of a label CSV (trailing empty fields dropped): LABEL_COLUMNS for video labels,
+    STILL_COLUMNS for still frames; DataError naming the file when it is neither."""
+    rows = read_csv_rows(path, "labels", "pass a box-label CSV (video,frame,x,y,w,h or frame,x,y,w,h)")
+    header = [h.strip() for h in rows[0]] if rows else []
+    while header and not header[-1]:
+        header.pop()
+    if tuple(header) not in (LABEL_COLUMNS, STILL_COLUMNS):
+        raise DataError(f"labels {path} line 1: header is {','.join(header) or 'empty'!r}, expected "
+                        f"{','.join(LABEL_COLUMNS)} (videos) or {','.join(STILL_COLUMNS)} (still frames): pass a "
+                        "box-label CSV, or fix its header")
+    return tuple(header)
+
+
+def read_still_labels(path: str | os.PathLike, fix: str = "fix or remove these rows") -> StillLabels:
+    """Return {frame: [box (x, y, w, h) px, pixel-edge coordinates, ...]} of a ``frame,x,y,w,h`` label CSV.
+
+    The rules of the video labels (``parse_box``: pixel-edge boxes, w, h > 0; UTF-8 BOM, trailing empty
+    fields and blank rows tolerated; every bad row listed in one DataError), except that a frame is an
+    image's name (its stem, no extension) and may have several rows, one per target; a row with x, y, w,
+    h all empty labels the frame target-free and must be its only row. The same box twice is a bad row.
+    """
+    path = Path(path)
+    if label_columns(path) != STILL_COLUMNS:
+        raise DataError(f"labels {path} are video labels ({','.join(LABEL_COLUMNS)}): still frames need "
+                        f"{','.join(STILL_COLUMNS)} (one row per target box)")
+    rows = read_csv_rows(path, "labels", "pass a box-label CSV (frame,x,y,w,h)")
+    labels: StillLabels = {}
+    first_line: dict[str, int] = {}
+    bad: list[str] = []
+    for line, row in enumerate(rows[1:], 2):
+        if not any(f.strip() for f in row):
+            continue
+        try:
+            if len(row) < 5 or (len(row) > 5 and any(f.strip() for f in row[5:])):
+                raise ValueError(f"{len(row)} fields, expected 5 ({','.join(STILL_COLUMNS)})")
+            frame = row[0].strip()
+            if not frame:
+                raise ValueError("the frame field is empty")
+            box = parse_box(row[1:5])
+            known = labels.get(frame)
+            if known is not None and (box is None or not known):
+                raise ValueError(f"frame {frame} has a target-free row (empty box) and other rows (first on line "
+                                 f"{first_line[frame]}): keep the boxes, or the one empty row")
+            if box is not None and box in (known or []):
+                raise ValueError(f"frame {frame} has the box {','.join(f'{v:g}' for v in box)} twice")
+        except ValueError as error:
+            bad.append(f"line {line}: {error}")
+            continue
+        first_line.setdefault(frame, line)
+        labels.setdefault(frame, [])
+        if box is not None:
+            labels[frame].append(box)
+    if bad:
+        shown = "; ".join(bad[:N_SHOWN]) + (f"; ... {len(bad) - N_SHOWN} more" if len(bad) > N_SHOWN else "")
+        raise DataError(f"labels {path} has {len(bad)} bad row(s): {shown}; {fix}")
+    if not labels:
+        raise DataError(f"labels {path} has no rows: pass a box-label CSV with one row per target box")
+    return labels

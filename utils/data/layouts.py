@@ -7,6 +7,11 @@
 - ``basicirstd`` (BasicIRSTD): ``ROOT/images/``, ``ROOT/masks/``, ``ROOT/img_idx/{train,test}_NAME.txt``.
 - ``video`` (IR-Drone-Video): ``ROOT/videos/*.mp4``, ``ROOT/labels.csv`` (boxes), ``ROOT/{train,val}.txt``;
   detected here, indexed and read by ``utils.data.video`` (``index_videos``, ``VideoFrameDataset``).
+- ``boxes`` (still frames with box labels, IRSTD-1K-boxes): ``ROOT/images/*.png`` and ``ROOT/labels.csv``
+  (``frame,x,y,w,h``, ``utils.data.labels.read_still_labels``), no masks; its samples have ``mask=None``,
+  its training items come from ``utils.data.stills.StillBoxDataset``. It has no test split, and its val is
+  its own: ``STILL_VAL_FRACTION`` of the labelled frames by ``STILL_VAL_SEED``, whatever ``val_fraction``
+  says, so every run and every checkpoint is scored on the same frames.
 
 Splits are "train", "val", "test" and "trainval" (= train + val). Where a layout has no val
 split, val is a fixed subset of the training frames chosen by ``val_fraction`` and ``val_seed``
@@ -36,6 +41,7 @@ from utils.data.frames import (
     _require_dir,
     verify_samples,
 )
+from utils.data.labels import read_still_labels
 from utils.files import atomic_write_text
 
 # The dataset names the LRRNet release uses; each maps to datasets/NAME in the repository.
@@ -45,11 +51,15 @@ RELEASE_NAMES = {
     "sirst_aug": "sirst_aug",
     "SIRSTv1": "SIRSTv1",
     "IR-Drone-Video": "IR-Drone-Video",
+    "IRSTD-1K-boxes": "IRSTD-1K-boxes",
 }
-LAYOUTS = ("folder", "sirst", "basicirstd", "video")
+LAYOUTS = ("folder", "sirst", "basicirstd", "video", "boxes")
 SPLITS = ("train", "val", "test", "trainval")
 SIRST_MASK_SUFFIX = "_pixels0"
 VIDEO_EXTENSION = ".mp4"  # the video layout's files: videos/<STEM>.mp4
+STILL_LABELS = "labels.csv"  # the boxes layout's labels: frame,x,y,w,h
+STILL_VAL_FRACTION = 0.2  # the boxes layout's val: a fifth of its frames (160 of IRSTD-1K-boxes' 800)
+STILL_VAL_SEED = 0
 
 
 # ----------------------------------------------------------------------------- roots
@@ -64,6 +74,12 @@ def is_video_root(root: str | os.PathLike) -> bool:
     """Return True when the folder holds ``videos/*.mp4`` (the video layout)."""
     videos = Path(root) / "videos"
     return videos.is_dir() and any(videos.glob(f"*{VIDEO_EXTENSION}"))
+
+
+def is_still_box_root(root: str | os.PathLike) -> bool:
+    """Return True when the folder holds images/ and labels.csv but no masks/ (the boxes layout)."""
+    root = Path(root)
+    return (root / "images").is_dir() and (root / STILL_LABELS).is_file() and not (root / "masks").exists()
 
 
 def resolve_data_root(name_or_path: str | os.PathLike, instead: str = "pass --data-root /path/to/{name}") -> Path:
@@ -129,7 +145,8 @@ def images_by_stem(folder: Path, warnings: list[str], dropped: list[Path] | None
 
 
 def detect_layout(root: str | os.PathLike) -> str:
-    """Return the layout of a dataset folder ("folder", "sirst", "basicirstd" or "video"); DataError when none fits."""
+    """Return the layout of a dataset folder ("folder", "sirst", "basicirstd", "video" or "boxes"); DataError when none
+    fits."""
     root = Path(root)
     _require_dir(root, "data root", "pass the folder that holds the dataset")
     has_pool = (root / "images").is_dir() and (root / "masks").is_dir()
@@ -142,6 +159,8 @@ def detect_layout(root: str | os.PathLike) -> str:
         found.append("basicirstd")
     if is_video_root(root):
         found.append("video")
+    if is_still_box_root(root):
+        found.append("boxes")
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
@@ -154,7 +173,8 @@ def detect_layout(root: str | os.PathLike) -> str:
     raise DataError(
         f"data root {root} matches no layout (it holds {children or 'no folders'}): expected trainval/ and test/ "
         "each with images/ and masks/ (folder), or images/ + masks/ + idx_427/ (sirst), or images/ + masks/ + "
-        f"img_idx/ (basicirstd), or videos/*.mp4 + labels.csv + train.txt/val.txt (video); see datasets/README.md{hint}"
+        f"img_idx/ (basicirstd), or videos/*.mp4 + labels.csv + train.txt/val.txt (video), or images/ + labels.csv "
+        f"(boxes); see datasets/README.md{hint}"
     )
 
 
@@ -359,6 +379,28 @@ def _carve(trainval: list[Sample], val_fraction: float, val_seed: int) -> tuple[
     return [s for s in trainval if s.name not in chosen], [s for s in trainval if s.name in chosen]
 
 
+def _box_splits(root: Path, warnings: list[str]) -> dict[str, list[Sample]]:
+    """Return the trainval, train and val splits of the boxes layout (samples without masks), val carved by
+    STILL_VAL_FRACTION and STILL_VAL_SEED; a frame without a label row is left out with a warning."""
+    image_dir = root / "images"
+    images = images_by_stem(image_dir, warnings)
+    if not images:
+        raise DataError(f"image folder {image_dir} holds no frames with extensions {IMAGE_EXTENSIONS}: add the frames")
+    labels = read_still_labels(root / STILL_LABELS)
+    absent = [name for name in labels if name not in images]
+    if absent:
+        raise DataError(f"labels {root / STILL_LABELS} name {len(absent)} frame(s) absent from {image_dir}: "
+                        f"{', '.join(absent[:10])}; restore the frames or remove their rows")
+    unlabelled = [name for name in images if name not in labels]
+    if unlabelled:
+        warnings.append(f"{len(unlabelled)} frame(s) of {image_dir} have no row in {root / STILL_LABELS} and are left "
+                        f"out (first {', '.join(unlabelled[:10])}): add their boxes, or one empty row for a "
+                        "target-free frame")
+    trainval = [Sample(name, images[name], None) for name in sorted(images) if name in labels]
+    train, val = _carve(trainval, STILL_VAL_FRACTION, STILL_VAL_SEED)
+    return {"trainval": trainval, "train": train, "val": val}
+
+
 @dataclass
 class _Indexed:
     """A dataset folder indexed without decoding: its layout, split lists used and splits."""
@@ -388,6 +430,12 @@ def index_samples(
             "utils.data.index_videos or utils.data.VideoFrameDataset (python -m utils.data summarises it)"
         )
     warnings: list[str] = []
+    if layout == "boxes":
+        if split == "test":
+            raise DataError(f"data root {root} (box-labelled frames) has no test split: use --split val (its carved "
+                            f"{STILL_VAL_FRACTION:g} of the frames) or train")
+        splits = _box_splits(root, warnings)
+        return _Indexed(root, layout, None, splits, True, warnings)
     if layout == "folder":
         splits = _folder_splits(root, warnings)
         index = None
@@ -459,7 +507,8 @@ def list_split(
     else:
         for sample in samples:
             for path in (sample.image, sample.mask):
-                _quick_check(path)
+                if path is not None:   # the boxes layout's frames have no mask
+                    _quick_check(path)
     return samples, warnings
 
 

@@ -1,9 +1,9 @@
 """Several training sources in one run: weighted sampling, pasted synthetic targets and mined false alarms.
 
-A ``MixedTrainSet`` joins the training splits of datasets with pixel masks (``IRSTDDataset``)
-and of box-labelled videos (``VideoFrameDataset``). Its items are those of either, with an
-``ignore`` map (1 = unknown: the part of a labelled box outside its pseudo-mask; all 0 for a
-frame with an exact mask). Per item, before the geometric transform:
+A ``MixedTrainSet`` joins the training splits of datasets with pixel masks (``IRSTDDataset``),
+of box-labelled videos (``VideoFrameDataset``) and of box-labelled still frames (``StillBoxDataset``). Its
+items are those of any, with an ``ignore`` map (1 = unknown: the part of a labelled box outside its
+pseudo-mask; all 0 for a frame with an exact mask). Per item, before the geometric transform:
 
 - with probability ``copy_paste`` a frame gets 1-3 synthetic targets pasted onto its background
   away from real targets (``utils.data.synthetic.paste_targets``: exact masks on real clutter);

@@ -19,7 +19,18 @@ import numpy as np
 
 from utils.cli import EXIT_OK, ArgumentParser, BoolFlag, add_log_level, fail, finite_float, setup_logging
 from utils.data.frames import THREADS, DataError, Sample, load_native, raise_bad
-from utils.data.layouts import LAYOUTS, RELEASE_NAMES, SPLITS, detect_layout, index_samples, resolve_data_root
+from utils.data.labels import read_still_labels
+from utils.data.layouts import (
+    LAYOUTS,
+    RELEASE_NAMES,
+    SPLITS,
+    STILL_LABELS,
+    STILL_VAL_FRACTION,
+    STILL_VAL_SEED,
+    detect_layout,
+    index_samples,
+    resolve_data_root,
+)
 from utils.data.video_summary import draw_pseudo_masks, format_video_summary, summarize_video
 from utils.files import check_output
 
@@ -35,6 +46,7 @@ def summarize(
         return summarize_video(resolve_data_root(root))
     indexed = index_samples(root, None, layout, val_fraction, val_seed, index)
     splits, official, warnings = indexed.splits, indexed.val_official, indexed.warnings
+    boxes = read_still_labels(indexed.root / STILL_LABELS) if indexed.layout == "boxes" else None  # no masks: boxes
     unique = {s.image: s for samples in splits.values() for s in samples}
     ordered = sorted(unique.values(), key=lambda s: str(s.image))
 
@@ -43,6 +55,12 @@ def summarize(
             grey, mask, notes, kind = load_native(sample)
         except DataError as error:
             return None, str(error)
+        if boxes is not None:   # a box reaching past the frame is named: the rules read boxes in the frame
+            h, w = grey.shape[:2]
+            outside = [b for b in boxes[sample.name] if b[0] < 0 or b[1] < 0 or b[0] + b[2] > w or b[1] + b[3] > h]
+            notes = notes + [f"{sample.name}: box {','.join(f'{v:g}' for v in b)} reaches past the {w} x {h} frame"
+                             for b in outside]
+            return (grey.shape, kind, [round(b[2] * b[3], 3) for b in boxes[sample.name]], notes), None
         count, _, cc, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)  # 8-connected targets, as scored
         return (grey.shape, kind, cc[1:, cv2.CC_STAT_AREA].tolist(), notes), None
 
@@ -60,7 +78,10 @@ def summarize(
         "root": str(indexed.root),
         "layout": indexed.layout,
         "index": indexed.index,
-        "val": "official" if official else f"carved from trainval (val_fraction={val_fraction}, val_seed={val_seed})",
+        "val": (f"the layout's own: carved by frame (fraction {STILL_VAL_FRACTION:g}, seed {STILL_VAL_SEED})"
+                if boxes is not None else "official" if official
+                else f"carved from trainval (val_fraction={val_fraction}, val_seed={val_seed})"),
+        "targets_from": "label boxes (area = w x h)" if boxes is not None else "mask components (8-connected)",
         "splits": {name: len(splits[name]) for name in SPLITS if name in splits},
         "targets": {name: split_targets[name] for name in SPLITS if name in splits},
         "frames": len(info),
@@ -103,7 +124,7 @@ def _format_summary(s: dict) -> str:
         f"frame sizes (W x H px): {fs['distinct']} distinct, smallest {fs['smallest_wxh'][0]}x{fs['smallest_wxh'][1]}, "
         f"largest {fs['largest_wxh'][0]}x{fs['largest_wxh'][1]}, most common "
         + ", ".join(f"{w}x{h} ({n})" for w, h, n in fs["most_common_wxh"]),
-        f"targets per frame (8-connected): {tp['min']}-{tp['max']}, mean {tp['mean']}; "
+        f"targets per frame ({s['targets_from']}): {tp['min']}-{tp['max']}, mean {tp['mean']}; "
         + ", ".join(f"{k}: {n}" for k, n in tp["histogram"].items()),
         f"target area (px): {ta['count']} targets, min {ta['min']}, median {ta['median']}, max {ta['max']}",
         "",

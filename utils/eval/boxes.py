@@ -14,7 +14,8 @@ into parts) and none of them is a false alarm; every other detection is a false 
 target-absent frame every detection is one.
 
 ``BoxCounts`` holds the counts (frames, targets, detected targets, false alarms, frames with a
-false alarm, target-absent frames with one): ``update`` per frame or per batch of frames,
+false alarm, target-absent frames with one; a video frame has at most one target, a still frame of the
+``boxes`` layout may have several, each matched by the same rule: ``pairs_inside``): ``update`` per frame or per batch of frames,
 ``merge`` across workers, ``all_reduce`` across DDP ranks, ``compute`` the rates, ``None`` where
 a rate's denominator is 0 (undefined, not zero).
 """
@@ -42,6 +43,27 @@ def inside_grown_box(cx: np.ndarray, cy: np.ndarray, boxes: np.ndarray) -> np.nd
             & (ey >= y - GROW_PX - TOLERANCE_PX) & (ey <= y + h + GROW_PX + TOLERANCE_PX))
 
 
+def pairs_inside(frame_of: np.ndarray, cx: np.ndarray, cy: np.ndarray, target_frame: np.ndarray,
+                 boxes: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (detection (P,), target (P,)) indices of the pairs of a frame's detection and a label box of the same
+    frame whose grown box holds the detection's centroid (``inside_grown_box``).
+
+    Detections: frame index (D,) and centroids; targets: frame index (T,) and T x 4 edge-coordinate boxes;
+    several targets a frame. A detection inside no box of its frame is a false alarm; a target with a pair is
+    detected.
+    """
+    frame_of, target_frame = np.asarray(frame_of, np.int64), np.asarray(target_frame, np.int64)
+    order = np.argsort(target_frame, kind="stable")
+    per_frame = np.bincount(target_frame, minlength=n_frames)
+    first = np.concatenate([[0], np.cumsum(per_frame)[:-1]])
+    reps = per_frame[frame_of]                              # candidate pairs: each detection x its frame's targets
+    det = np.repeat(np.arange(len(frame_of)), reps)
+    within = np.arange(len(det)) - np.repeat(np.cumsum(reps) - reps, reps)
+    tgt = order[first[frame_of[det]] + within] if len(det) else np.zeros(0, np.int64)
+    hit = inside_grown_box(np.asarray(cx)[det], np.asarray(cy)[det], np.asarray(boxes, np.float64)[tgt].reshape(-1, 4))
+    return det[hit], tgt[hit]
+
+
 def frame_outcomes(frame_of: np.ndarray, inside: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Return (detected (F,) bool, false alarms (F,) int64) of F frames from their detections' frame index (D,)
     and whether each lies inside its frame's grown box (D,)."""
@@ -57,7 +79,7 @@ def _ratio(num: int, den: int) -> float | None:
 
 @dataclass
 class BoxCounts:
-    """The target-level counts of a set of box-labelled frames (at most one target a frame)."""
+    """The target-level counts of a set of box-labelled frames (one target a frame at most, or several)."""
 
     n_frames: int = 0
     n_targets: int = 0
@@ -65,20 +87,23 @@ class BoxCounts:
     n_false_alarms: int = 0
     n_frames_with_fa: int = 0
     n_absent_frames_with_fa: int = 0
+    n_target_frames: int = 0   # frames with at least one target
 
     def update(self, has_target, detected, n_fa) -> "BoxCounts":
-        """Add frames: has_target, detected (bool) and false alarms (int), each a scalar or an (F,) array; return
-        self. A detection in a target-absent frame is a false alarm, so detected counts only where has_target."""
-        has_target = np.atleast_1d(np.asarray(has_target, bool))
-        detected = np.atleast_1d(np.asarray(detected, bool)) & has_target
+        """Add frames: has_target and detected (bool, or the frame's number of targets and of detected targets),
+        false alarms (int), each a scalar or an (F,) array; return self. A detection in a target-absent frame is a
+        false alarm, so detected counts only up to the frame's targets."""
+        targets = np.atleast_1d(np.asarray(has_target)).astype(np.int64)
+        detected = np.minimum(np.atleast_1d(np.asarray(detected)).astype(np.int64), targets)
         n_fa = np.atleast_1d(np.asarray(n_fa, np.int64))
         with_fa = n_fa > 0
-        self.n_frames += int(has_target.size)
-        self.n_targets += int(has_target.sum())
+        self.n_frames += int(targets.size)
+        self.n_targets += int(targets.sum())
+        self.n_target_frames += int((targets > 0).sum())
         self.n_detected += int(detected.sum())
         self.n_false_alarms += int(n_fa.sum())
         self.n_frames_with_fa += int(with_fa.sum())
-        self.n_absent_frames_with_fa += int((with_fa & ~has_target).sum())
+        self.n_absent_frames_with_fa += int((with_fa & (targets == 0)).sum())
         return self
 
     def merge(self, other: "BoxCounts") -> "BoxCounts":
@@ -103,7 +128,7 @@ class BoxCounts:
     @property
     def n_absent_frames(self) -> int:
         """Return the number of target-absent frames."""
-        return self.n_frames - self.n_targets
+        return self.n_frames - self.n_target_frames
 
     def compute(self) -> dict:
         """Return METRIC_KEYS: pd = detected / targets, fa_per_frame = false alarms / frames, frames_with_fa,

@@ -43,6 +43,14 @@ real objects the labels do not box (a second bird, a target labelled absent) as 
 main numbers stay as they are; the report adds "counted_apart": the same metrics with the false
 alarms within REVIEW_RADIUS_PX = 3 px of an "object" row of the same frame left out, and how many.
 
+Still frames (``score_still_boxes``): labels ``frame,x,y,w,h`` (``read_still_labels``: several boxes a frame,
+the image's stem as the frame's name) against the detections.json of a frames run (``inference.py --data-root
+ROOT --split val`` or ``--images``, whose frames are keyed by that name). Each target is matched by the same
+rule (``utils.eval.boxes.pairs_inside``): detected when a detection lies inside its grown box; a detection
+inside no box of its frame is a false alarm. Pd is over targets, false alarms over frames; per_size groups
+targets; there are no classes (per_class is empty). The curve comes from peak_prob (t >= 0.5 meaningful),
+and the threshold must be at least the inference's; a review (``--reviewed``) applies to video runs only.
+
 No torch here (numpy and OpenCV only; matplotlib only when drawing).
 """
 from __future__ import annotations
@@ -55,9 +63,17 @@ import cv2
 import numpy as np
 
 from utils.data import DataError
-from utils.data.labels import Labels, frame_name, read_box_labels
+from utils.data.labels import (
+    STILL_COLUMNS,
+    Labels,
+    StillLabels,
+    frame_name,
+    label_columns,
+    read_box_labels,
+    read_still_labels,
+)
 from utils.data.video import target_class
-from utils.eval.boxes import GROW_PX, frame_outcomes, inside_grown_box, summarise
+from utils.eval.boxes import GROW_PX, frame_outcomes, inside_grown_box, pairs_inside, summarise
 from utils.eval.chart import plot_pd_fa
 from utils.eval.metrics import THRESHOLD, find_components
 from utils.eval.reviews import REVIEW_RADIUS_PX, assign_review, read_review
@@ -409,34 +425,108 @@ RULES = ("centroid (cx, cy) in pixel-centre coordinates is inside box (x, y, w, 
          "counts when peak_prob >= threshold")
 
 
-def check_boxes_in_frames(labels: Labels, detections: Detections, labels_csv: str | Path) -> None:
+def check_boxes_in_frames(labels: Labels | StillLabels, detections: Detections, labels_csv: str | Path,
+                          stills: bool = False) -> None:
     """Raise BoxScoreError naming the label file, the first labelled frames and their frame size when a label box of
     a processed frame lies wholly outside that frame (the size recorded in detections.json): such a box could never
-    be matched, and would count as a miss."""
+    be matched, and would count as a miss. stills: labels are still-frame labels (several boxes a frame name)."""
     outside = []
     for key, (h, w) in zip(detections.frames, detections.sizes):
-        box = labels.get(key)
-        if box is None or not (h and w):
+        entry = labels.get(key)
+        if entry is None or not (h and w):
             continue
-        x, y, bw, bh = box   # pixel-edge coordinates: the frame spans [0, w) x [0, h)
-        if x + bw <= 0 or y + bh <= 0 or x >= w or y >= h:
-            outside.append(f"{frame_name(*key)} box {x:g},{y:g},{bw:g},{bh:g} in a {w} x {h} frame")
+        for x, y, bw, bh in (entry if stills else [entry]):   # pixel-edge coordinates: the frame is [0, w) x [0, h)
+            if x + bw <= 0 or y + bh <= 0 or x >= w or y >= h:
+                name = key if stills else frame_name(*key)
+                outside.append(f"{name} box {x:g},{y:g},{bw:g},{bh:g} in a {w} x {h} frame")
     if outside:
         raise BoxScoreError(f"labels {labels_csv}: {len(outside)} box(es) lie wholly outside their frame (first "
                             f"{'; '.join(outside[:3])}; frame sizes from {detections.pred_dir / 'detections.json'}): "
                             "fix those rows (x, y, w, h in pixels of the frame)")
 
 
+def score_still_boxes(labels: StillLabels, detections: Detections, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Return the report of a frames run's detections (keyed by frame name) against still-frame labels: the keys of
+    score_boxes' report, with "kind": "frames", target-level Pd and per_size, no classes, the curve from peak_prob."""
+    if not detections.min_threshold <= threshold <= 1.0:
+        raise BoxScoreError(f"threshold {threshold:g}: still frames are scored on the detections (components of p > "
+                            f"{detections.min_threshold:g}): pass a threshold in [{detections.min_threshold:g}, 1]")
+    names = list(detections.frames)
+    keep = [i for i, name in enumerate(names) if name in labels]
+    if not keep:
+        raise BoxScoreError(f"no frame of {detections.pred_dir / 'detections.json'} ({len(names)} frame(s)) has a "
+                            f"label ({len(labels)} labelled frame(s)): pass the labels of the frames inferred")
+    processed = set(names)
+    unlabelled = [name for name in names if name not in labels]
+    unpredicted = [name for name in labels if name not in processed]
+    frames = [names[i] for i in keep]
+    n = len(frames)
+    new_index = np.full(len(names), -1, np.int64)
+    new_index[keep] = np.arange(n)
+    frame_of = new_index[detections.frame_of] if detections.frame_of.size else detections.frame_of
+    scored = frame_of >= 0
+    frame_of, x, y, peak = frame_of[scored], detections.x[scored], detections.y[scored], detections.peak[scored]
+    per_frame = np.array([len(labels[f]) for f in frames], np.int64)
+    target_frame = np.repeat(np.arange(n), per_frame)
+    boxes = np.array([b for f in frames for b in labels[f]], np.float64).reshape(-1, 4)
+    det, tgt = pairs_inside(frame_of, x, y, target_frame, boxes, n)
+    inside = np.zeros(len(frame_of), bool)
+    inside[det] = True
+    levels = np.append(np.asarray(CURVE_THRESHOLDS, np.float64), threshold)   # the curve's, then the main one
+    hit = np.zeros((len(boxes), len(levels)), bool)                           # target x threshold: detected
+    pair, level = np.nonzero(peak[det][:, None] >= levels[None, :])
+    hit[tgt[pair], level] = True
+    detected = np.zeros((n, len(levels)), np.int64)
+    np.add.at(detected, target_frame, hit.astype(np.int64))
+    n_fa = np.zeros((n, len(levels)), np.int64)
+    np.add.at(n_fa, frame_of, ((peak[:, None] >= levels[None, :]) & ~inside[:, None]).astype(np.int64))
+    curve = _curve("peaks", levels[:-1], np.full(n, "", object), per_frame, detected[:, :-1], n_fa[:, :-1],
+                   detections.min_threshold)
+    curve["per_class"] = {}
+    curve["note"] = (f"from the detections' peak_prob: the inference kept components of p > "
+                     f"{detections.min_threshold:g}, so only t >= {detections.min_threshold:g} is meaningful")
+    group = np.digitize(np.fmax(boxes[:, 2], boxes[:, 3]), SIZE_EDGES_PX)
+    n_group = np.bincount(group, minlength=len(SIZE_NAMES))
+    n_group_hit = np.bincount(group, weights=hit[:, -1], minlength=len(SIZE_NAMES))
+    notes = []
+    if unlabelled:
+        notes.append(f"{len(unlabelled)} processed frame(s) have no label and were not scored (first "
+                     f"{', '.join(unlabelled[:N_NAMED])})")
+    if detections.errors:
+        notes.append(f"the inference reported {len(detections.errors)} error(s): "
+                     f"{', '.join(detections.errors[:N_NAMED])}")
+    return {**summarise(per_frame, detected[:, -1], n_fa[:, -1]), "kind": "frames", "threshold": float(threshold),
+            "main_source": "detections", "per_class": {},
+            "per_size": {name: {"pd": int(d) / int(k) if k else None, "n_targets": int(k), "n_detected": int(d)}
+                         for name, k, d in zip(SIZE_NAMES, n_group, n_group_hit)},
+            "curve": curve, "unlabelled_frames": _named(unlabelled), "unpredicted_labels": _named(unpredicted),
+            "inference_errors": _named(detections.errors), "pred_dir": str(detections.pred_dir), "grow_px": GROW_PX,
+            "rules": RULES, "notes": notes}
+
+
 def score_box_folder(labels_csv: str | Path, pred_dir: str | Path, threshold: float = DEFAULT_THRESHOLD,
                      curve: str = "auto", workers: int = 2, review_csv: str | Path | None = None) -> dict:
-    """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added."""
+    """Return score_boxes(read_box_labels(labels_csv), read_detections(pred_dir), ...) with the labels path added;
+    score_still_boxes for still-frame labels (``frame,x,y,w,h``)."""
     try:
         run_notes = check_one_run(Path(pred_dir), "boxes") if Path(pred_dir).is_dir() else []   # one run a folder
+        stills = label_columns(labels_csv) == STILL_COLUMNS
+        if stills and (review_csv is not None or curve == "maps"):
+            raise BoxScoreError(f"labels {labels_csv} are for still frames: --reviewed and --curve maps apply to "
+                                "video runs; drop them")
         review = read_review(review_csv) if review_csv is not None else None
-        labels, detections = read_box_labels(labels_csv), read_detections(pred_dir)
+        if stills:
+            labels, detections = read_still_labels(labels_csv), read_detections(pred_dir, stills=True)
+        else:
+            labels, detections = read_box_labels(labels_csv), read_detections(pred_dir)
     except (DataError, RecordError) as error:
         raise BoxScoreError(str(error)) from None
-    check_boxes_in_frames(labels, detections, labels_csv)
+    check_boxes_in_frames(labels, detections, labels_csv, stills)
+    if stills:
+        report = score_still_boxes(labels, detections, threshold)
+        report["notes"] = run_notes + report["notes"]
+        report["labels"] = str(labels_csv)
+        return report
     report = score_boxes(labels, detections, threshold, curve, workers, review)
     if review is not None:
         report["counted_apart"]["review"] = str(review_csv)
@@ -469,9 +559,12 @@ def _table_lines(report: dict) -> list[str]:
 def format_box_table(report: dict) -> str:
     """Return the per-class and overall metrics as a text table (fractions in %, false alarms per frame), a line of
     Pd by target size, and the counted-apart table when a review was applied."""
+    scope = (f"{report['n_frames']} still frame(s) scored, {report['unpredicted_labels']['count']} labelled frame(s) "
+             "not in the predictions" if report.get("kind") == "frames" else
+             f"{report['videos_scored']} video(s) scored, {report['videos_skipped']} labelled video(s) not in the "
+             "predictions")
     title = (f"box scoring: peak_prob >= {report['threshold']:g} (from {report['main_source']}), centroid inside "
-             f"the label box grown by {report['grow_px']:g} px; {report['videos_scored']} video(s) scored, "
-             f"{report['videos_skipped']} labelled video(s) not in the predictions")
+             f"the label box grown by {report['grow_px']:g} px; {scope}")
     lines = [title, *_table_lines(report)]
     lines.append("Pd by label box size (longer side): " + ", ".join(
         f"{name} {_pct(g['pd'])} ({g['n_detected']} of {g['n_targets']})" for name, g in report["per_size"].items()))

@@ -36,7 +36,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
-from utils.data import DataError, Sample, fit_mask, index_split, read_mask, resolve_data_root
+from utils.data import DataError, Sample, detect_layout, fit_mask, index_split, read_mask, resolve_data_root
 from utils.eval.chart import RED, Series, log_chart
 from utils.eval.metrics import THRESHOLD, Evaluator, check_probabilities
 from utils.files import write_json, write_png
@@ -386,6 +386,9 @@ def score_folder(pred_dir: Path, data_root: str | os.PathLike, split: str = "tes
     root = resolve_data_root(data_root)
     # no check of the files first: the masks are decoded here anyway, and a bad one stops the run naming it before
     # anything is written
+    if (layout or detect_layout(root)) == "boxes":
+        raise ScoringError(f"{root} has box labels, not masks: score with cal_from_mask.py --boxes "
+                           f"{root / 'labels.csv'} --pred {pred_dir}")
     samples, warnings = index_split(root, split, layout, val_fraction, val_seed)
     no_mask = [s.name for s in samples if s.mask is None]
     if no_mask:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.cli import EXIT_PARTIAL, fail
-from utils.data import DataError, Sample, images_by_stem, list_images
+from utils.data import DataError, Sample, detect_layout, images_by_stem, list_images
 from utils.eval.boxscore import BoxScoreError, format_box_table, score_box_folder, write_box_report
 from utils.eval.scoring import ScoringError, format_table, score_folder, write_report
 from utils.infer.device import Predictor
@@ -84,7 +84,9 @@ def run_frames(args: argparse.Namespace, predictor: Predictor, samples: list[Sam
           + (f"; {len(skipped)} frame(s) skipped, their name taken by another file: "
              + ", ".join(p.name for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "") if skipped else ""))
     code = EXIT_PARTIAL if report.errors or skipped else 0
-    if args.score:
+    if args.score and (args.layout or detect_layout(source)) == "boxes":   # still frames with box labels
+        code = max(code, score_videos(args, out, source))
+    elif args.score:
         code = max(code, score(args, out, source, carve, allow_missing=len(report.written) < len(samples)))
     return code
 
@@ -129,7 +131,8 @@ def run_videos(args: argparse.Namespace, predictor: Predictor, videos: list[Path
 
 
 def score_videos(args: argparse.Namespace, out: Path, root: Path) -> int:
-    """Score OUT's detections against ROOT/labels.csv as cal_from_mask.py --boxes does; print the table; 0 or 2."""
+    """Score OUT's detections against ROOT/labels.csv (videos, or still frames of the boxes layout) as
+    cal_from_mask.py --boxes does; print the table; 0 or 2."""
     try:
         report = score_box_folder(root / "labels.csv", out)
         for note in report["notes"]:

@@ -333,7 +333,7 @@ def check_one_run(pred_dir: Path, kind: str = "maps") -> list[str]:
 class Detections:
     """The processed frames of a prediction folder and their detections, as flat arrays."""
 
-    frames: list[tuple[str, int]]  # every processed frame, in file order
+    frames: list[tuple[str, int]]  # every processed frame, in file order (a frames run's: its names, stills=True)
     sizes: list[tuple[int, int]]  # its (h, w)
     frame_of: np.ndarray  # (D,) int64 index into frames of each detection
     x: np.ndarray  # (D,) centroid column, pixel-centre coordinates
@@ -376,25 +376,33 @@ def video_targets(pred_dir: str | Path, video: str) -> dict[int, list[dict]]:
                           "its --out folder") from None
 
 
-def read_detections(pred_dir: str | Path) -> Detections:
-    """Return the Detections of PRED/detections.json (every processed frame, with or without targets)."""
+def read_detections(pred_dir: str | Path, stills: bool = False) -> Detections:
+    """Return the Detections of PRED/detections.json (every processed frame, with or without targets).
+
+    A video run's frames are keyed (video, frame index); with ``stills=True``, a frames run's (a split or a
+    folder of frames: entries {"frame": name}) are keyed by the frame's name, the image's stem.
+    """
     pred_dir = Path(pred_dir)
     path = pred_dir / DETECTIONS_JSON
-    content = read_detections_json(pred_dir, "inference.py --video")
+    writer = "inference.py --data-root/--images" if stills else "inference.py --video"
+    content = read_detections_json(pred_dir, writer)
     frames, sizes, seen = [], [], set()
     frame_of, xs, ys, peaks = [], [], [], []
     for i, entry in enumerate(content["frames"]):
         try:
-            key = (str(entry["video"]), int(entry["frame"]))
+            if stills and "video" in entry:
+                raise RecordError(f"{path} holds video frames: score it against video labels "
+                                  "(video,frame,x,y,w,h), or still-frame labels against a frames run")
+            key = str(entry["frame"]) if stills else (str(entry["video"]), int(entry["frame"]))
             h, w = (int(v) for v in entry.get("size_hw", (0, 0)))
             targets = entry["targets"]
             rows = [(float(t["x"]), float(t["y"]), float(t["peak_prob"])) for t in targets]
         except (KeyError, TypeError, ValueError) as error:
-            raise RecordError(f"{path}: frames[{i}] lacks video, frame, targets or a target's x, y, peak_prob "
-                                f"({type(error).__name__}: {error}): rerun inference.py --video") from None
+            raise RecordError(f"{path}: frames[{i}] lacks {'' if stills else 'video, '}frame, targets or a target's x, "
+                              f"y, peak_prob ({type(error).__name__}: {error}): rerun {writer}") from None
         if key in seen:
-            raise RecordError(f"{path}: frame {frame_name(*key)} is listed twice (frames[{i}]): rerun the video "
-                                "inference into an empty folder")
+            raise RecordError(f"{path}: frame {key if stills else frame_name(*key)} is listed twice (frames[{i}]): "
+                              "rerun the inference into an empty folder")
         seen.add(key)
         index = len(frames)
         frames.append(key)

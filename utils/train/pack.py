@@ -37,9 +37,13 @@ def pack_splits(cfg: cfgs.TrainConfig, test: bool = True) -> tuple[dict, list[di
     if cfg.synthetic:
         raise cfgs.ConfigError(f"config {cfg.config_name!r} generates its frames inside each run: nothing to pack")
     roots = source_roots(cfg) if cfg.sources else [(cfg.dataset, 1.0, resolve_data_root(cfg.data_root or cfg.dataset),
-                                                     False)]
+                                                     "masks")]
     splits, sources = {}, []
-    for k, (name, weight, root, video) in enumerate(roots):
+    for k, (name, weight, root, kind) in enumerate(roots):
+        if kind == "boxes":
+            raise cfgs.ConfigError(f"source {name} ({root}) is still frames with box labels, which a pack does not "
+                                   "hold yet: train that config from the folders (without --pack)")
+        video = kind == "video"
         wanted = (["train"] if weight > 0 else []) + ["val"] + (["test"] if k == 0 and test else [])
         for split in wanted:
             if video:

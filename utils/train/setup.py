@@ -28,8 +28,8 @@ from tqdm import tqdm
 from models import CheckpointError, get_model, load_checkpoint, load_model
 from utils import RUNS_DIR
 from utils.cli import setup_logging, warn_once
-from utils.data import DataError, IRSTDDataset, VideoFrameDataset, resolve_data_root, write_names
-from utils.data.layouts import is_video_root
+from utils.data import DataError, IRSTDDataset, StillBoxDataset, VideoFrameDataset, resolve_data_root, write_names
+from utils.data.layouts import is_still_box_root, is_video_root
 from utils.data.mixture import MixedTrainSet
 from utils.data.pack import PackedSplit, read_pack
 from utils.data.synthetic import write_dataset
@@ -365,20 +365,33 @@ def packed_sets(cfg: TrainConfig) -> tuple:
     return mixed, vals[0][1], test, vals
 
 
-def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, bool]]:
-    """Return (name, weight, root, is a video root) for each --sources entry; the first must have pixel masks."""
+def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, str]]:
+    """Return (name, weight, root, kind) for each --sources entry, kind "masks", "video" (box-labelled videos) or
+    "boxes" (still frames with box labels); the first must have pixel masks."""
     out = []
     for k, (name, weight) in enumerate(parse_sources(cfg.sources)):
         try:
             root = resolve_data_root(name, SOURCES_PATH_HINT)
         except DataError as err:
             raise ConfigError(f"--sources entry {name!r}: {err}") from None
-        video = is_video_root(root)
-        if video and k == 0:
+        kind = "video" if is_video_root(root) else "boxes" if is_still_box_root(root) else "masks"
+        if kind != "masks" and k == 0:
             raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
-                              "and a video source has none; put a dataset with pixel masks first")
-        out.append((name, weight, root, video))
+                              "and a box-labelled source has none; put a dataset with pixel masks first")
+        out.append((name, weight, root, kind))
     return out
+
+
+def source_dataset(cfg: TrainConfig, root: Path, kind: str, split: str, common: dict
+                   ) -> IRSTDDataset | VideoFrameDataset | StillBoxDataset:
+    """Return one split of a --sources entry of ``kind`` (``source_roots``): frames with masks (val carved by
+    --val-fraction), every --video-every-th (train) or --video-val-every-th (val) labelled video frame, or still
+    frames with box labels (their layout's own val)."""
+    if kind == "video":
+        return VideoFrameDataset(root, split, every=cfg.video_every if split == "train" else cfg.video_val_every)
+    if kind == "boxes":
+        return StillBoxDataset(root, split, sixteen_bit=cfg.sixteen_bit)
+    return IRSTDDataset(root, split, **common)
 
 
 def eval_sets(cfg: TrainConfig, roots: list | None = None) -> tuple[IRSTDDataset, IRSTDDataset, tuple]:
@@ -391,8 +404,7 @@ def eval_sets(cfg: TrainConfig, roots: list | None = None) -> tuple[IRSTDDataset
     common = split_options(cfg)
     if cfg.sources:
         roots = roots or source_roots(cfg)
-        vals = tuple((name, VideoFrameDataset(root, "val", every=cfg.video_val_every) if video
-                      else IRSTDDataset(root, "val", **common)) for name, _, root, video in roots)
+        vals = tuple((name, source_dataset(cfg, root, kind, "val", common)) for name, _, root, kind in roots)
         return vals[0][1], IRSTDDataset(roots[0][2], "test", cache=False, **common), vals
     if cfg.synthetic:
         raise ConfigError(f"config {cfg.config_name!r} generates its frames inside each run; score on a config of "
@@ -406,17 +418,17 @@ def build_mixed(cfg: TrainConfig, roots: list) -> tuple[MixedTrainSet, IRSTDData
 
     Frame datasets carve their val split as a single-source run does (--val-fraction, --val-seed);
     video sources take every --video-every-th labelled frame of train.txt for training and every
-    --video-val-every-th of val.txt for validation. The first source must have pixel masks and a
+    --video-val-every-th of val.txt for validation; still frames with box labels train on their train split and
+    validate on their own val. The first source must have pixel masks and a
     test split: it is the one scored on test (the others are scored with inference.py).
     """
     common = split_options(cfg)
     val, test, vals = eval_sets(cfg, roots)
     parts, weights = [], []
-    for name, weight, root, video in roots:
+    for name, weight, root, kind in roots:
         if weight == 0:     # validated and selected on only
             continue
-        parts.append((name, VideoFrameDataset(root, "train", every=cfg.video_every) if video
-                      else IRSTDDataset(root, "train", **common)))
+        parts.append((name, source_dataset(cfg, root, kind, "train", common)))
         weights.append(weight)
     if not cfg.crop_size and not cfg.base_size and cfg.batch_size > 1:
         raise ConfigError(f"--sources mixes frames of several sizes, so whole-frame batches of {cfg.batch_size} "

@@ -1,5 +1,5 @@
 """Validation and test scores of a network during and after training: pixel metrics on mask sources, box counts on
-box-labelled video (``utils.eval.boxes``, the rule of ``cal_from_mask.py --boxes``), and the selection score that
+box-labelled video and still frames (``utils.eval.boxes``, the rule of ``cal_from_mask.py --boxes``), and the selection score that
 picks best.pt (``utils.eval.selection``). Under torchrun every rank scores its share and the counts are summed."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from utils.data import IRSTDDataset, VideoFrameDataset, size_batches
+from utils.data import IRSTDDataset, StillBoxDataset, VideoFrameDataset, size_batches
 from utils.eval.boxes import BoxCounts, inside_grown_box
 from utils.eval.metrics import THRESHOLD, Evaluator, plain
 from utils.eval.selection import selection_score
@@ -45,10 +45,11 @@ def evaluate(net: nn.Module, dataset: IRSTDDataset, device: torch.device, rank: 
 
 
 @torch.no_grad()
-def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset, device: torch.device, rank: int = 0, world: int = 1,
+def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset | StillBoxDataset, device: torch.device, rank: int = 0, world: int = 1,
                    dtype: torch.dtype = torch.float32, threshold: float = THRESHOLD) -> dict:
     """Return ``BoxCounts.compute()`` of net on box-labelled frames, as ``cal_from_mask.py --boxes`` counts them:
-    the components of prob > threshold are the detections, matched by ``utils.eval.boxes.inside_grown_box``."""
+    the components of prob > threshold are the detections, matched by ``utils.eval.boxes.inside_grown_box`` to
+    each of the frame's boxes (a video frame's "box", NaN when absent; a still frame's "boxes")."""
     net.eval()
     counts = BoxCounts()
     mine = list(range(rank, len(dataset), world))
@@ -59,10 +60,12 @@ def evaluate_boxes(net: nn.Module, dataset: VideoFrameDataset, device: torch.dev
         probs = torch.sigmoid(t.float())[:, 0].cpu().numpy()
         for item, prob in zip(items, probs):
             found = detect_targets(prob, threshold)
-            box = item["box"].numpy()
-            inside = inside_grown_box(np.array([d["x"] for d in found]), np.array([d["y"] for d in found]),
-                                      np.repeat(box[None], len(found), 0))
-            counts.update(bool(np.isfinite(box).all()), inside.any(), int((~inside).sum()))
+            boxes = (item["boxes"] if "boxes" in item else item["box"][None]).numpy().reshape(-1, 4)
+            boxes = boxes[np.isfinite(boxes).all(axis=1)]
+            n, k = len(found), len(boxes)
+            inside = inside_grown_box(np.repeat([d["x"] for d in found], k), np.repeat([d["y"] for d in found], k),
+                                      np.tile(boxes, (n, 1))).reshape(n, k)   # detection x box
+            counts.update(k, int(inside.any(axis=0).sum()), int((~inside.any(axis=1)).sum()))
     return counts.all_reduce(device if world > 1 else None).compute()
 
 
