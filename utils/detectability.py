@@ -56,6 +56,7 @@ from utils.data import SPLITS, DataError, IRSTDDataset, VideoFrameDataset, is_vi
 from utils.data.paste import (
     BACKGROUND_KINDS,
     RING_PX,
+    KindMaps,
     Shape,
     fits,
     gaussian_profile,
@@ -96,6 +97,7 @@ TARGETS_PER_FRAME = 6
 LABEL_MARGIN_PX = 24  # a pasted target's support keeps this far from every label box
 GAP_PX = 24  # and from every other pasted support (more than the 8 px ring and the 2 px box growth)
 TRIES = 40  # random positions tried per target before its cell waits for the next frame
+TWIN_TRIES = 200  # positions tried for a real target's twin on the real target's background kind
 VIDEO_EVERY, VIDEO_START = 50, 25  # val frames of each video: every 50th labelled frame from frame 25
 REAL_SIZE_EDGES = (0.0, 2.0, 4.0, 8.0)  # sqrt of the half-maximum area, px
 REAL_CONTRAST_EDGES = (0.0, 5.0, 10.0, 20.0, 40.0)  # grey levels
@@ -237,9 +239,11 @@ def label_taken(shape: tuple[int, int], labels: np.ndarray) -> np.ndarray:
 
 
 def place(grey: np.ndarray, taken: np.ndarray, rng: np.random.Generator, increment: np.ndarray,
-          extent: tuple[int, int] | None = None) -> tuple[int, int] | None:
-    """Return a random (top, left) where the increment fits without clipping and its support (or a centred extent,
-    h x w px, when larger) touches no taken pixel, or None after TRIES; marks the support + GAP_PX as taken."""
+          extent: tuple[int, int] | None = None, accept: Callable[[int, int], bool] | None = None,
+          tries: int = TRIES) -> tuple[int, int] | None:
+    """Return a random (top, left) where the increment fits without clipping, its support (or a centred extent,
+    h x w px, when larger) touches no taken pixel and accept(centre row, centre column) holds, or None after ``tries``;
+    marks the support + GAP_PX as taken."""
     h, w = increment.shape
     eh, ew = max(extent[0], h) if extent else h, max(extent[1], w) if extent else w
     H, W = grey.shape
@@ -247,19 +251,21 @@ def place(grey: np.ndarray, taken: np.ndarray, rng: np.random.Generator, increme
         return None
     table = np.zeros((H + 1, W + 1), np.int64)
     table[1:, 1:] = taken.cumsum(0).cumsum(1)
-    for _ in range(TRIES):
+    for _ in range(tries):
         top, left = int(rng.integers(1, H - eh)), int(rng.integers(1, W - ew))   # extent's corner, 1 px from edges
         if not free(table, top, left, eh, ew):
             continue
         st, sl = top + (eh - h) // 2, left + (ew - w) // 2
-        if fits(grey, st, sl, increment):
+        if fits(grey, st, sl, increment) and (accept is None or accept(st + h // 2, sl + w // 2)):
             block(taken, top, left, eh, ew, GAP_PX)
             return st, sl
     return None
 
 
-def plan_frame(bg: Background, deck: Deck, rng: np.random.Generator, twin: dict | None = None) -> list[Placement]:
-    """Return up to TARGETS_PER_FRAME placements in this background (a twin of its real target first when given)."""
+def plan_frame(bg: Background, deck: Deck, rng: np.random.Generator, twin: dict | None = None,
+               maps: KindMaps | None = None) -> list[Placement]:
+    """Return up to TARGETS_PER_FRAME placements in this background (a twin of its real target first when given:
+    on the real target's background kind where one of TWIN_TRIES positions has it, else anywhere)."""
     taken = label_taken(bg.grey.shape, bg.labels)
     out: list[Placement] = []
     if twin is not None:
@@ -268,7 +274,13 @@ def plan_frame(bg: Background, deck: Deck, rng: np.random.Generator, twin: dict 
         profile = gaussian_profile(sigma, size)
         increment = quantised_increment(profile, twin["contrast"], twin["polarity"])
         bw, bh = twin["box"][2], twin["box"][3]
-        at = place(bg.grey, taken, rng, increment, (math.ceil(bh), math.ceil(bw)))
+        extent = (math.ceil(bh), math.ceil(bw))
+        at = None
+        if maps is not None:
+            at = place(bg.grey, taken, rng, increment, extent, lambda r, c: kinds(maps, [r], [c])[0] == twin["kind"],
+                       TWIN_TRIES)
+        if at is None:
+            at = place(bg.grey, taken, rng, increment, extent)
         if at is not None:
             top, left = at
             box = (left + size / 2 - bw / 2, top + size / 2 - bh / 2, bw, bh)   # the label's size, on the twin
@@ -316,24 +328,28 @@ def measure(detector: Detector, backgrounds: Sequence[Background], grid: Grid, s
     for bg in backgrounds:
         x, y = detector(bg.grey)
         model_fa += int((~any_inside(x, y, bg.labels)).sum())
+        maps = kind_maps(bg.grey)
         real_entry = None
         if real_check and bg.real_box is not None:
             rows, cols = box_slices(bg.real_box, bg.grey.shape)
             polarity, contrast, area = measure_target(bg.grey, rows, cols)
             if contrast >= 1 and area >= 1:
                 hit = bool(detected_boxes(x, y, np.asarray([bg.real_box]))[0])
+                filled = bg.grey.copy()   # the kind of the background behind the target: the box filled with the
+                filled[rows, cols] = np.uint8(round(ring_stats(bg.grey, rows.start, cols.start, rows.stop - rows.start,
+                                                               cols.stop - cols.start, 4)[0]))   # ring's median
+                kind = kinds(kind_maps(filled), [(rows.start + rows.stop) // 2], [(cols.start + cols.stop) // 2])[0]
                 real_entry = {"frame": bg.name, "size": math.sqrt(area), "contrast": contrast, "polarity": polarity,
-                              "area": area, "box": bg.real_box, "real": hit, "twin": None}
+                              "area": area, "box": bg.real_box, "kind": kind, "real": hit, "twin": None}
                 real.append(real_entry)
         for (name, polarity), (profile, size) in ref_shapes.items():
             for d, (px, py, value) in reference_peaks(bg.grey, profile, size, polarity).items():
                 outside = value[~any_inside(px, py, bg.labels)]
                 fa_values[(d, (name, polarity))].append(np.sort(outside)[::-1][:PEAKS_KEPT])
         bar.update(1)
-        maps = kind_maps(bg.grey)
         for r in range(grid.rounds):
             twin = real_entry if (r == 0 and real_entry is not None) else None
-            plan = plan_frame(bg, deck, rng, twin)
+            plan = plan_frame(bg, deck, rng, twin, maps)
             grey = bg.grey
             for p in plan:
                 grey, _ = paste(grey, p.top, p.left, p.increment)
@@ -385,6 +401,8 @@ def measure(detector: Detector, backgrounds: Sequence[Background], grid: Grid, s
     if real_check:
         report["real_check"] = real_check_rows(real, REAL_SIZE_EDGES, REAL_CONTRAST_EDGES)
         report["real_targets"] = [{k: v for k, v in r.items() if k != "box"} for r in real]
+        report["twins_on_the_real_kind"] = sum(1 for r in real if r.get("twin_kind") == r["kind"])
+        report["twins"] = sum(1 for r in real if r.get("twin") is not None)
     return report
 
 
@@ -448,7 +466,8 @@ def summary_text(report: dict, grid: Grid) -> str:
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     if "real_check" in report:
-        parts.append("\nreal targets against pasted twins (IR-Drone-Video val; same size, contrast, polarity, box):")
+        parts.append(f"\nreal targets against pasted twins (IR-Drone-Video val; same size, contrast, polarity, box; "
+                     f"{report['twins_on_the_real_kind']} of {report['twins']} twins on the real target's kind):")
         parts.append(format_real_check(report["real_check"]))
     return "\n".join(parts)
 
