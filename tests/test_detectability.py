@@ -186,3 +186,19 @@ def test_misuse_is_one_line(tiny, capsys, extra, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()
+
+
+def test_real_check_twins_match_their_real_targets():
+    """A real target drawn into each background (a 5 x 5 Gaussian, 30 grey levels) and its pasted twin: the same
+    measured size and contrast, and a threshold detector finds both."""
+    bgs = flat_backgrounds(n=3, noise=0.5)
+    for bg in bgs:
+        bg.grey, _ = paste(bg.grey, 40, 40, quantised_increment(Shape("point", 5).profile(), 30, 1))
+        bg.real_box = (38.0, 38.0, 9.0, 9.0)
+        bg.labels = np.asarray([bg.real_box])
+    report = det.measure(threshold_detector(10), bgs, GRID, seed=0, real_check=True, progress=False)
+    assert report["twins"] == 3
+    for r in report["real_targets"]:
+        assert r["real"] and r["twin"] and r["polarity"] == 1
+        assert abs(r["twin_contrast"] - r["contrast"]) <= 2 and abs(r["twin_size"] - r["size"]) <= 1
+    assert report["real_check"][-1]["difference"] == 0
