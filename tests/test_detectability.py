@@ -10,7 +10,7 @@ from tests.conftest import random_checkpoint
 from utils import detectability as det
 from utils.data.paste import Shape, fits, measure_target, paste, quantised_increment
 from utils.data.synthetic import write_dataset
-from utils.eval.detectability import faintest, matched_filter, threshold_for, wilson
+from utils.eval.detectability import LIMIT, faintest, limit_rows, matched_filter, noise_threshold, threshold_for, wilson
 from utils.infer.predict import detect_targets
 
 SHAPES = [Shape("point", s) for s in (1, 2, 3, 5, 9)] + [Shape("blob", 16), Shape("drone", 16), Shape("drone", 40)]
@@ -202,3 +202,13 @@ def test_real_check_twins_match_their_real_targets():
         assert r["real"] and r["twin"] and r["polarity"] == 1
         assert abs(r["twin_contrast"] - r["contrast"]) <= 2 and abs(r["twin_size"] - r["size"]) <= 1
     assert report["real_check"][-1]["difference"] == 0
+
+
+def test_white_noise_limit():
+    h = noise_threshold(0.1, 1e5)                      # 1e-6 a pixel: 4.75 sigma
+    assert h == pytest.approx(norm.isf(1e-6))
+    rows = [{"detector": "model", "shape": "point 1x1", "median_scr": h, "pd": 0.0},
+            {"detector": "model", "shape": "point 1x1", "median_scr": h + 1.2815515655446004, "pd": 0.0}]
+    limits = limit_rows(rows, {"point 1x1": 1.0}, h)
+    assert [r["detector"] for r in limits] == [LIMIT, LIMIT]
+    assert limits[0]["pd"] == pytest.approx(0.5) and limits[1]["pd"] == pytest.approx(0.9)

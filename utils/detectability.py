@@ -70,6 +70,7 @@ from utils.data.paste import (
 from utils.data.video import box_slices
 from utils.eval.detectability import (
     DETECTORS,
+    LIMIT,
     PEAKS_KEPT,
     any_inside,
     cell_rows,
@@ -77,7 +78,9 @@ from utils.eval.detectability import (
     faintest,
     format_faintest,
     format_real_check,
+    limit_rows,
     matched_filter,
+    noise_threshold,
     peaks,
     plot_heatmap,
     real_check_rows,
@@ -384,11 +387,14 @@ def measure(detector: Detector, backgrounds: Sequence[Background], grid: Grid, s
         for d in DETECTORS[1:]:
             rec[d] = bool(rec[d] > thresholds[(d, (rec["shape"], rec["polarity"]))])
     rows = cell_rows(records)
+    pixels = float(np.mean([bg.grey.size for bg in backgrounds])) if backgrounds else 1.0
+    h = noise_threshold(max(model_fa, 1) / max(n_frames, 1), pixels)
+    rows += limit_rows(rows, {s.name: float(np.linalg.norm(s.profile())) for s in grid.shapes}, h)
     kinds_count = {k: sum(1 for r in records if r["kind"] == k) for k in BACKGROUND_KINDS}
     report = {
         "n_backgrounds": n_frames, "backgrounds_by_source": _count(bg.source for bg in backgrounds),
         "n_pasted_frames": pasted_frames, "n_targets": len(records), "targets_by_kind": kinds_count,
-        "model_false_alarms": model_fa, "fa_per_frame": model_fa / n_frames if n_frames else None,
+        "model_false_alarms": model_fa, "white_noise_threshold_sigma": h, "mean_pixels_per_frame": pixels, "fa_per_frame": model_fa / n_frames if n_frames else None,
         "fa_per_frame_pasted": pasted_fa / pasted_frames if pasted_frames else None,
         "reference_thresholds": {f"{d} | {name} | {'hot' if p > 0 else 'cold'}": t
                                  for (d, (name, p)), t in thresholds.items()},
@@ -433,8 +439,11 @@ def rows_csv(rows: Sequence[dict]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for r in rows:
+        def rate(v):
+            return "" if v is None else f"{v:.4f}"
         writer.writerow({**{k: r[k] for k in CSV_FIELDS}, "polarity": "hot" if r["polarity"] > 0 else "cold",
-                         "pd": f"{r['pd']:.4f}", "pd_low": f"{r['pd_low']:.4f}", "pd_high": f"{r['pd_high']:.4f}",
+                         "detected": "" if r["detected"] is None else r["detected"], "pd": rate(r["pd"]),
+                         "pd_low": rate(r["pd_low"]), "pd_high": rate(r["pd_high"]),
                          "median_scr": f"{r['median_scr']:.3f}"})
     return buffer.getvalue()
 
@@ -456,10 +465,10 @@ def summary_text(report: dict, grid: Grid) -> str:
         parts.append(f"\nfaintest peak contrast (grey levels) at Pd >= 0.9, model, {word} targets:")
         parts.append(format_faintest(table, shapes, ["all", *kinds_present], polarity))
         parts.append(f"\nthe same over all kinds, model against the references ({word}):")
-        lines = ["| shape | " + " | ".join(DETECTORS) + " |", "|---|" + "---|" * len(DETECTORS)]
+        lines = ["| shape | " + " | ".join((*DETECTORS, LIMIT)) + " |", "|---|" + "---|" * (len(DETECTORS) + 1)]
         for s in shapes:
             cells = []
-            for d in DETECTORS:
+            for d in (*DETECTORS, LIMIT):
                 e = table.get((d, s, polarity, "all"))
                 cells.append("" if e is None else f"never (n={e['n']})" if e["contrast"] is None
                              else f"{e['contrast']:g} (SCR {e['scr']:.1f})")

@@ -16,6 +16,12 @@ their statistic, ``peaks``):
 Their thresholds are set so that their false alarms per frame on the untouched backgrounds equal
 the model's (``threshold_for``): the k-th largest of their peaks outside every label, k the model's
 number of false alarms there (k = 0: above the largest, no false alarm).
+
+The white-noise limit (``limit_rows``): the Pd of the matched filter if each target's background were
+white Gaussian noise of its ring's std, at a threshold h giving the model's false alarms per frame on
+white noise (h = Phi^-1(1 - FA per frame / pixels per frame), at least one false alarm in the set):
+Pd = Phi(SCR x ||profile|| - h), at each cell's median SCR. It needs no frames: it says what the
+contrast of a cell would allow on an ideal background.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Sequence
 
 import cv2
@@ -37,6 +44,7 @@ MF_BACKGROUND_PX = 16
 TOPHAT_MARGIN_PX = 4
 PEAKS_KEPT = 256  # per frame and detector: the largest peaks outside labels kept for choosing a threshold
 DETECTORS = ("model", "matched filter", "top-hat")
+LIMIT = "white-noise limit"
 
 
 def wilson(successes: int, n: int, z: float = WILSON_Z) -> tuple[float | None, float | None]:
@@ -119,6 +127,23 @@ def threshold_for(values: Sequence[np.ndarray], k: int) -> float:
     (k+1)-th largest value, or 0 (every peak is positive) when there are no more than k values."""
     flat = np.sort(np.concatenate([np.asarray(v, np.float64).ravel() for v in values] or [np.zeros(0)]))[::-1]
     return float(flat[k]) if k < flat.size else 0.0
+
+
+def noise_threshold(fa_per_frame: float, pixels_per_frame: float) -> float:
+    """Return h (in noise sigmas) at which white Gaussian noise gives fa_per_frame false alarms a frame (one test per
+    pixel): Phi^-1(1 - fa_per_frame / pixels_per_frame)."""
+    return NormalDist().inv_cdf(1.0 - fa_per_frame / pixels_per_frame)
+
+
+def limit_rows(rows: Sequence[dict], norms: dict[str, float], h: float) -> list[dict]:
+    """Return the white-noise limit's rows beside the model's: Pd = Phi(median SCR x ||profile|| - h) per cell
+    (norms: {shape name: the L2 norm of its peak-1 profile}); detected and the interval are None."""
+    out = []
+    for r in rows:
+        if r["detector"] == "model":
+            pd = NormalDist().cdf(r["median_scr"] * norms[r["shape"]] - h)
+            out.append({**r, "detector": LIMIT, "detected": None, "pd": pd, "pd_low": None, "pd_high": None})
+    return out
 
 
 # ----------------------------------------------------------------------------- cells and tables
@@ -260,15 +285,16 @@ def plot_heatmap(path: str | os.PathLike, rows: Sequence[dict], shapes: Sequence
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional heavy dependency (0.5 s): imported here
     from matplotlib.figure import Figure
 
-    panels = [(d, p) for p in polarities for d in DETECTORS]
-    figure = Figure(figsize=(3.6 * len(DETECTORS) + 1.2, 0.3 * len(shapes) * len(polarities) + 1.0 * len(polarities)),
+    detectors = [d for d in (*DETECTORS, LIMIT) if any(r["detector"] == d for r in rows)]
+    panels = [(d, p) for p in polarities for d in detectors]
+    figure = Figure(figsize=(3.6 * len(detectors) + 1.2, 0.3 * len(shapes) * len(polarities) + 1.0 * len(polarities)),
                     dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(len(polarities), len(DETECTORS), squeeze=False)
+    axes = figure.subplots(len(polarities), len(detectors), squeeze=False)
     index = {(r["detector"], r["shape"], r["polarity"], r["contrast"]): r for r in rows if r["kind"] == "all"}
     image = None
     for k, (detector, polarity) in enumerate(panels):
-        ax = axes[k // len(DETECTORS)][k % len(DETECTORS)]
+        ax = axes[k // len(detectors)][k % len(detectors)]
         grid = np.full((len(shapes), len(contrasts)), np.nan)
         for i, shape in enumerate(shapes):
             for j, c in enumerate(contrasts):
@@ -279,7 +305,7 @@ def plot_heatmap(path: str | os.PathLike, rows: Sequence[dict], shapes: Sequence
                             color="white" if r["pd"] < 0.5 else "black")
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(contrasts)), [f"{c:g}" for c in contrasts], fontsize=7)
-        ax.set_yticks(range(len(shapes)), shapes if k % len(DETECTORS) == 0 else [], fontsize=7)
+        ax.set_yticks(range(len(shapes)), shapes if k % len(detectors) == 0 else [], fontsize=7)
         ax.set_xlabel("peak contrast (grey levels)", fontsize=7)
         ax.set_title(f"{detector}, {'hot' if polarity > 0 else 'cold'}", fontsize=8)
     if image is not None:
