@@ -212,3 +212,13 @@ def test_white_noise_limit():
     limits = limit_rows(rows, {"point 1x1": 1.0}, h)
     assert [r["detector"] for r in limits] == [LIMIT, LIMIT]
     assert limits[0]["pd"] == pytest.approx(0.5) and limits[1]["pd"] == pytest.approx(0.9)
+
+
+def test_matched_filter_noise_floor_on_a_flat_frame():
+    """A flat frame has a robust noise of 0: the floor (half a grey level) keeps the score finite and known."""
+    frame = np.full((64, 64), 100, np.uint8)
+    profile = Shape("point", 1).profile()
+    frame[30, 30] += 10
+    score = matched_filter(frame, profile, 1)
+    side = 1 + 16   # the local mean's box: the target adds 10 / 17^2 to it
+    assert score[30, 30] == pytest.approx((10 - 10 / side ** 2) / 0.5, rel=1e-4)

@@ -41,6 +41,8 @@ from utils.files import atomic_write
 WILSON_Z = 1.959964  # 95 % two-sided
 PD_TARGET = 0.9
 MF_BACKGROUND_PX = 16
+NOISE_FLOOR = 0.5  # grey levels: the matched filter's noise is at least this (8-bit quantisation), else a frame whose
+# residual is mostly exactly 0 (flat or saturated areas) would have a robust sigma of 0 and scores of millions
 TOPHAT_MARGIN_PX = 4
 PEAKS_KEPT = 256  # per frame and detector: the largest peaks outside labels kept for choosing a threshold
 DETECTORS = ("model", "matched filter", "top-hat")
@@ -72,7 +74,7 @@ def matched_filter(grey: np.ndarray, profile: np.ndarray, polarity: int, sigma: 
     g = np.asarray(grey, np.float32)
     side = profile.shape[0] + MF_BACKGROUND_PX
     residual = g - cv2.blur(g, (side, side), borderType=cv2.BORDER_REFLECT)
-    sigma = robust_sigma(residual) if sigma is None else sigma
+    sigma = max(robust_sigma(residual), NOISE_FLOOR) if sigma is None else sigma
     kernel = (profile / np.linalg.norm(profile)).astype(np.float32)
     # correlation; an even kernel's anchor is its lower centre, so the peak lies half a pixel off the support's centre
     score = cv2.filter2D(residual, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT)
