@@ -67,6 +67,8 @@ def test_suppress_puts_rejected_components_below_the_threshold_and_leaves_the_re
     ones = np.ones((4, 4), np.float32)   # p = 1 and s just under tau: (s / tau) * t rounds to t in float32
     just_under = np.array([0.15 * (1 - 1e-9)])
     assert suppress(ones, find_components(ones > 0.5), just_under, tau=0.15, threshold=0.5).max() < 0.5
+    fortran = np.asfortranarray(prob)   # as scipy.io.loadmat returns a .mat map: reshape(-1) of a copy is no view
+    np.testing.assert_array_equal(suppress(fortran, comps, np.array([0.9, 0.2]), tau=0.4, threshold=0.5), out)
 
 
 def test_predict_maps_applies_an_attached_verification():

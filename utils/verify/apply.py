@@ -54,7 +54,7 @@ def suppress(prob: np.ndarray, comps: Components, scores: np.ndarray, tau: float
         return prob
     factor = np.ones(comps.n + 1, np.float32)
     factor[1:][rejected] = (scores[rejected] / tau) * threshold
-    out = np.array(prob, np.float32, copy=True)
+    out = np.array(prob, np.float32, copy=True, order="C")        # C order: reshape(-1) below must be a view
     flat = out.reshape(-1)
     sel = rejected[comps.label - 1]                              # the pixels of rejected components only
     below = np.nextafter(np.float32(threshold), np.float32(0))   # float rounding may land on t itself: stay under
