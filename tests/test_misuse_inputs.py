@@ -16,6 +16,7 @@ import run_configs
 from models import CheckpointError, get_model, load_model
 from tests.conftest import random_checkpoint
 from tests.test_boxscore import write_labels, write_predictions
+from utils import strip as strip_command
 from utils.data import DataError, iter_video_frames
 from utils.data.synthetic import write_dataset
 from utils.infer.predict import predict_frame
@@ -235,6 +236,16 @@ def test_a_bad_command_line_is_one_line(capsys):
     one_error_line(capsys.readouterr().err, "--tile", "'nine' is not an integer", "python inference.py --help")
     assert run_configs.main(["--config", "synthetic", "--lr", "fast"]) == 2
     one_error_line(capsys.readouterr().err, "--lr", "python run_configs.py --help")
+
+
+@pytest.mark.parametrize("option", [("--scale", "1000"), ("--n", "5000"), ("--scale", "0")])
+def test_a_strip_too_large_to_draw_is_one_line(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as caught:
+        strip_command.main(argv("--video", tmp_path / "v.mp4", "--pred", tmp_path, "--boxes", tmp_path / "l.csv",
+                        "--out", tmp_path / "s.png", *option))
+    assert caught.value.code == 2
+    one_error_line(capsys.readouterr().err, f"{option[0]} {option[1]}", "from 1 to")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bool_flags_are_shown_as_they_work(capsys):

@@ -38,6 +38,7 @@ from utils.infer.record import RecordError, run_inputs, video_targets
 N_FRAMES = 5
 LABEL_BGR, HIT_BGR, FA_BGR = (0, 200, 0), (0, 230, 255), (0, 0, 255)  # green, yellow, red
 CAPTION_PX = 22  # caption bar under each frame (at scale 1)
+MAX_SCALE, MAX_FRAMES = 8, 16  # a strip stays a picture (16 frames of 640 x 512 at 8x: 42k x 4k px), not an OOM
 GAP_PX = 4  # white gap between frames
 MARGIN_PX = 3  # a detection's box is drawn this far outside its component, so a 1-pixel target stays visible
 
@@ -175,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=N_FRAMES, help=f"frames to choose (default {N_FRAMES})")
     parser.add_argument("--scale", type=int, default=1, help="enlarge each frame this many times (default 1)")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.scale < 1:
-        parser.error("--n and --scale must be >= 1")
+    if not (1 <= args.n <= MAX_FRAMES and 1 <= args.scale <= MAX_SCALE) or len(args.frames or ()) > MAX_FRAMES:
+        parser.error(f"--n {args.n}, --scale {args.scale}, {len(args.frames or ())} --frames: --n and the number of "
+                     f"--frames go from 1 to {MAX_FRAMES}, --scale from 1 to {MAX_SCALE}")
     files, folders = run_inputs(args.pred)
     try:
         check_output(args.out, args.overwrite, [("--video", args.video), ("--boxes", args.boxes), *files],
