@@ -45,11 +45,7 @@ from utils.train.losses import LRRLoss  # noqa: E402
 
 def make_path(root: Path, device: torch.device, fast: bool, dtype: torch.dtype, batch: int, state: dict):
     """Return a callable doing one training step (data included) of one path; all paths start from state."""
-    net = get_model("LRRNet", attention="sdpa" if fast else "explicit", channels_last=fast)
-    net.load_state_dict(state)
-    net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    loss_fn = LRRLoss("release")
+    train_on = make_step(device, dtype, state, fast)
     data = IRSTDDataset(root, "train", transform=TrainTransform(crop_size=256), cache=fast)
     batches = iter(DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                               generator=torch.Generator().manual_seed(0)))
@@ -61,15 +57,7 @@ def make_path(root: Path, device: torch.device, fast: bool, dtype: torch.dtype, 
         except StopIteration:
             batches = iter(DataLoader(data, batch_size=batch, shuffle=True, drop_last=True))
             item = next(batches)
-        image, mask = item["image"].to(device), item["mask"].to(device)
-        with autocast(device, dtype):
-            d, t = net(image)
-        loss, _ = loss_fn(d, t, image, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        train_on(item["image"].to(device), item["mask"].to(device))
     return step
 
 
@@ -106,9 +94,10 @@ def loader_paths(root: Path, device: torch.device, batch: int, workers: int, dty
     return paths
 
 
-def make_step(device: torch.device, dtype: torch.dtype, state: dict):
-    """Return a training step of our network (from state) on a given batch."""
-    net = get_model("LRRNet", attention="sdpa", channels_last=True)
+def make_step(device: torch.device, dtype: torch.dtype, state: dict, fast: bool = True):
+    """Return a training step on a given batch of our network (fast) or the release's way (explicit attention,
+    channels first), from state."""
+    net = get_model("LRRNet", attention="sdpa" if fast else "explicit", channels_last=fast)
     net.load_state_dict(state)
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
