@@ -4,7 +4,8 @@ VENV ?= .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# The clip demo: the shipped checkpoint on the real clip of datasets/samples (always runs; no data needed).
+# The clip demo: the shipped checkpoint on the real clip of datasets/samples (always runs; no data needed), in fp32
+# on every CPU, since the stored scores it is checked against are fp32's (inference.py alone runs bf16 where native).
 # Switching the demo to another checkpoint is this one line; `make demo-expected` then records its numbers.
 CLIP_CKPT ?= checkpoints/lrrnet_general.pt
 CLIP ?= datasets/samples/videos/IR_BIRD_019_128-255.mp4
@@ -46,14 +47,14 @@ demo: demo-clip demo-sirst
 
 demo-clip: $(STAMP)
 	@test -f $(CLIP_CKPT) || { echo "error: checkpoint $(CLIP_CKPT) is missing: restore it (git checkout -- $(CLIP_CKPT)) or pass CLIP_CKPT=FILE"; exit 2; }
-	$(VPY) inference.py --checkpoint $(CLIP_CKPT) --video $(CLIP) --out $(CLIP_OUT) --overlay --overwrite --quiet
+	$(VPY) inference.py --checkpoint $(CLIP_CKPT) --video $(CLIP) --out $(CLIP_OUT) --overlay --overwrite --quiet --dtype fp32
 	$(VPY) cal_from_mask.py --boxes $(CLIP_LABELS) --pred $(CLIP_OUT) --quiet
 	$(VPY) -m utils.strip --video $(CLIP) --pred $(CLIP_OUT) --boxes $(CLIP_LABELS) --out $(STRIP) --overwrite
 	@$(VPY) -m utils.demo check --checkpoint $(CLIP_CKPT) --pred $(CLIP_OUT) || true
 
 demo-sirst: $(STAMP)
 	@if [ -f $(CKPT) ] && [ -d $(SIRST) ]; then \
-	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score --overwrite; \
+	  $(VPY) inference.py --checkpoint $(CKPT) --data-root $(SIRST) --split test --out $(DEMO) --overlay --score --overwrite --dtype fp32; \
 	else \
 	  echo "(SIRST v1 demo skipped: $(SIRST) or $(CKPT) is absent; put SIRST v1 there or pass SIRST=/path/to/SIRST-v1)"; \
 	fi
