@@ -38,7 +38,7 @@ def run(data, tmp_path_factory):
     root, ckpt = data
     out = tmp_path_factory.mktemp("out")
     code = inference.main(["--checkpoint", str(ckpt), "--data-root", str(root), "--split", "test", "--out", str(out),
-                           "--overlay", "--quiet"])
+                           "--overlay", "--quiet", "--dtype", "fp32"])   # fp32: the maps are compared with the network's
     return code, out, root
 
 

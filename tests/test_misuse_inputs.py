@@ -169,7 +169,7 @@ def test_a_16_bit_video_is_read_at_full_depth(tmp_path, capsys):
     ckpt = random_checkpoint(tmp_path / "tiny.pt", **TINY)
     out = tmp_path / "out"
     assert inference.main(argv("--checkpoint", ckpt, "--video", video, "--out", out, "--save-maps", "--sixteen-bit",
-                           "percentile", "--device", "cpu", "--quiet")) == 0
+                           "percentile", "--device", "cpu", "--dtype", "fp32", "--quiet")) == 0
     net = load_model(ckpt)[0]
     for k, frame in enumerate(frames):   # the maps of the video are those of its 16-bit frames, stretched as frames are
         want = to_uint8(predict_frame(net, frame, device="cpu", sixteen_bit="percentile").prob)

@@ -175,7 +175,7 @@ def test_a_run_inference_and_score_through_a_still_source(still_root, tmp_path, 
     --score scores the detections against its labels."""
     write_dataset(tmp_path / "synth", n_trainval=12, n_test=4, size=(64, 64), seed=0)
     out = tmp_path / "run"
-    argv = ["--config", "synthetic", "--sources", f"{tmp_path / 'synth'}:1,{still_root}:1", "--crop-size", "32",
+    argv = ["--config", "synthetic", "--no-synthetic", "--sources", f"{tmp_path / 'synth'}:1,{still_root}:1", "--crop-size", "32",
             "--batch-size", "2", "--steps-per-epoch", "2", "--epochs", "1", "--val-every", "1", "--hard-negatives",
             "0", "--out", str(out)]
     assert run_configs.main(argv) == 0
