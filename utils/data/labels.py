@@ -102,13 +102,18 @@ def read_box_labels(path: str | os.PathLike, fix: str = "fix or remove these row
             continue
         first_line[key] = line
         labels[key] = box
+    check_rows(path, labels, bad, fix, "one row per labelled frame")
+    return labels
+
+
+
+def check_rows(path, labels: dict, bad: list[str], fix: str, one_row_per: str) -> None:
+    """Raise DataError listing the first bad rows of a label file (with the fix), or saying it has no rows."""
     if bad:
         shown = "; ".join(bad[:N_SHOWN]) + (f"; ... {len(bad) - N_SHOWN} more" if len(bad) > N_SHOWN else "")
         raise DataError(f"labels {path} has {len(bad)} bad row(s): {shown}; {fix}")
     if not labels:
-        raise DataError(f"labels {path} has no rows: pass a box-label CSV with one row per labelled frame")
-    return labels
-
+        raise DataError(f"labels {path} has no rows: pass a box-label CSV with {one_row_per}")
 
 def by_video(labels: Labels) -> dict[str, dict[int, Box | None]]:
     """Return {video: {frame: box or None}} of read_box_labels' flat mapping (frames in file order)."""
@@ -178,9 +183,5 @@ def read_still_labels(path: str | os.PathLike, fix: str = "fix or remove these r
         labels.setdefault(frame, [])
         if box is not None:
             labels[frame].append(box)
-    if bad:
-        shown = "; ".join(bad[:N_SHOWN]) + (f"; ... {len(bad) - N_SHOWN} more" if len(bad) > N_SHOWN else "")
-        raise DataError(f"labels {path} has {len(bad)} bad row(s): {shown}; {fix}")
-    if not labels:
-        raise DataError(f"labels {path} has no rows: pass a box-label CSV with one row per target box")
+    check_rows(path, labels, bad, fix, "one row per target box")
     return labels
