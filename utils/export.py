@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from models import CheckpointError, load_model
 from utils.cli import ArgumentParser, BoolFlag, add_log_level, fail, finite_float, positive_int, setup_logging
-from utils.data import DataError, IRSTDDataset, VideoFrameDataset, is_video_root, resolve_data_root
+from utils.data import DataError, resolve_data_root
 from utils.files import check_output, file_sha256
 from utils.infer.onnx import (
     OPSET,
@@ -57,6 +57,7 @@ from utils.infer.onnx import (
     require,
 )
 from utils.train.config import ConfigError, TrainConfig, from_dict, parse_sources
+from utils.train.setup import root_kind, source_dataset, split_options
 
 log = logging.getLogger("export")
 CHECK_SIZES = ("1x256x256", "2x97x131", "1x512x640")  # batch x H x W: a multiple of 8, an odd size, a wide frame
@@ -67,7 +68,6 @@ CALIBRATION_FRAMES = 32  # val frames that set the int8 scales; 16 and 64 gave t
 # the two output heads (T logits, D) stay float32: 8-bit outputs round T to steps of 1/255 of its calibrated range,
 # which near the 0.5 threshold moves p by several hundredths (docs/speed.md)
 FLOAT_NODES: tuple[str, ...] = ("/out_conv/Conv", "/out_conv1/Conv")
-VIDEO_VAL_EVERY = 60     # a video source's val frames: every 60th labelled one, as training validates (video_val_every)
 
 
 def parse_size(text: str) -> tuple[int, int, int]:
@@ -123,12 +123,7 @@ def calibration_sets(config: dict, roots: Sequence[Path] | None) -> list[tuple[s
     sets = []
     for name in names:
         root = resolve_data_root(name, "pass its folder with --calibration-data")
-        if is_video_root(root):
-            sets.append((root.name, VideoFrameDataset(root, "val", every=cfg.video_val_every or VIDEO_VAL_EVERY)))
-        else:
-            sets.append((root.name, IRSTDDataset(root, "val", layout=None if cfg.layout == "auto" else cfg.layout,
-                                                 val_fraction=cfg.val_fraction, val_seed=cfg.val_seed,
-                                                 sixteen_bit=cfg.sixteen_bit)))
+        sets.append((root.name, source_dataset(cfg, root, root_kind(root), "val", split_options(cfg))))
     return sets
 
 

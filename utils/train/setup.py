@@ -374,12 +374,18 @@ def source_roots(cfg: TrainConfig) -> list[tuple[str, float, Path, str]]:
             root = resolve_data_root(name, SOURCES_PATH_HINT)
         except DataError as err:
             raise ConfigError(f"--sources entry {name!r}: {err}") from None
-        kind = "video" if is_video_root(root) else "boxes" if is_still_box_root(root) else "masks"
+        kind = root_kind(root)
         if kind != "masks" and k == 0:
             raise ConfigError(f"--sources {cfg.sources!r}: the first source ({name}) is scored on its test split, "
                               "and a box-labelled source has none; put a dataset with pixel masks first")
         out.append((name, weight, root, kind))
     return out
+
+
+def root_kind(root: Path) -> str:
+    """Return what a data root holds: "video" (box-labelled videos), "boxes" (still frames with box labels) or
+    "masks" (frames with pixel masks)."""
+    return "video" if is_video_root(root) else "boxes" if is_still_box_root(root) else "masks"
 
 
 def source_dataset(cfg: TrainConfig, root: Path, kind: str, split: str, common: dict
