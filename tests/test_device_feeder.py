@@ -9,7 +9,7 @@ import torch
 from scipy import ndimage
 
 import run_configs
-from utils.data.synthetic import EDGE_MARGIN_PX, MIN_SEPARATION_PX
+from utils.data.synthetic import EDGE_MARGIN_PX, FAINT_DIAMETER_PX, FAINT_PEAK, MIN_SEPARATION_PX
 from utils.data.transforms import TrainTransform
 from utils.train import config as cfgs
 from utils.train.feeder import DeviceFeeder, paste_targets, random_symmetries, window_sums
@@ -136,6 +136,25 @@ def test_pasted_targets_keep_paste_targets_rules():
     assert max(counts) <= 3 and np.mean(np.array(counts) >= 1) > 0.95, counts
     same, _ = paste_targets(image, mask, ignore, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(same, image)
+
+
+def test_faint_pasted_targets_follow_the_cpu_paths_rule():
+    rng = np.random.default_rng(0)
+    b, size = 32, 96
+    image = torch.from_numpy(np.rint(rng.normal(120, 30, (b, 1, size, size))).clip(0, 215) / 255).float()
+    mask, ignore = torch.zeros(b, 1, size, size), torch.zeros(b, 1, size, size)
+    for faint in (0.0, 1.0):
+        out, pasted = paste_targets(image, mask, ignore, 1.0, torch.Generator().manual_seed(0), faint)
+        rise = ((out - image) * 255).numpy()[:, 0]
+        for k in range(b):
+            labels, n = ndimage.label(pasted.numpy()[k, 0] > 0)
+            for j in range(1, n + 1):
+                top = float(rise[k][labels == j].max())
+                area = int((labels == j).sum())
+                if faint:
+                    assert 1.5 <= top <= FAINT_PEAK[1] + 0.5 and area <= np.pi * (FAINT_DIAMETER_PX[1] * 1.25 / 2) ** 2 + 4
+                else:
+                    assert top > 50                    # SCR 3-8 of a 30-grey-level clutter
 
 
 def test_epochs_draw_as_the_dataloader_path_and_repeat_with_the_seed():

@@ -6,15 +6,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from torch import nn
 
 import run_configs
 from tests.test_video_data import N_FRAMES, square_at, write_video
 from utils.data import VideoFrameDataset
 from utils.data.mixture import MixedTrainSet
-from utils.data.synthetic import MASK_FRACTION, paste_targets, write_dataset
+from utils.data.synthetic import FAINT_DIAMETER_PX, FAINT_PEAK, MASK_FRACTION, paste_targets, write_dataset
 from utils.data.transforms import TrainTransform
-from utils.eval.selection import selection_score
+from utils.eval.selection import detectability_term, extended_score, selection_score
 from utils.train.config import ConfigError, parse_sources
 from utils.train.losses import LRRLoss, false_alarm_loss, soft_iou_loss
 from utils.train.mining import false_alarm_points, mine_hard_negatives
@@ -111,6 +112,26 @@ def test_pasted_targets_have_exact_masks_and_keep_off_busy_pixels():
     assert MASK_FRACTION == 0.5
 
 
+def test_faint_pasted_targets_are_small_and_faint_whatever_the_clutter():
+    rng = np.random.default_rng(0)
+    frame = (rng.normal(120, 30, (256, 256)).clip(0, 215).round() / 255).astype(np.float32)   # heavy clutter
+    rises, areas = [], []
+    for seed in range(20):
+        for faint in (0.0, 1.0):
+            out, mask = paste_targets(frame, np.zeros(frame.shape, bool), np.random.default_rng(seed), 3, faint)
+            labels, n = ndimage.label(mask)
+            for k in range(1, n + 1):
+                rise = float(((out - frame) * 255)[labels == k].max())
+                if faint:
+                    rises.append(rise)
+                    areas.append(int((labels == k).sum()))
+                else:
+                    assert rise > 50                   # SCR 3-8 of a 30-grey-level clutter
+    assert len(rises) >= 40
+    assert 1.5 <= min(rises) and max(rises) <= FAINT_PEAK[1] + 0.5    # 6-40 grey levels at the blob's centre
+    assert max(areas) <= np.pi * (FAINT_DIAMETER_PX[1] * 1.25 / 2) ** 2 + 4    # half-maximum area of a 6 px point
+
+
 def test_false_alarms_are_components_away_from_known_pixels():
     prob = np.zeros((40, 40), np.float32)
     prob[5:8, 5:8] = 0.9                               # on the target
@@ -162,6 +183,20 @@ def test_box_validation_counts_targets_and_false_alarms(video_root):
     assert scores["pd"] == 1.0 and scores["fa_per_frame"] == pytest.approx(1 / N_FRAMES)
     assert scores["absent_frames_with_fa"] == 1.0 and scores["frames_with_fa"] == pytest.approx(1 / N_FRAMES)
     assert selection_score({"a": {"iou": 0.5}, "b": scores}) == pytest.approx((0.5 + 1 - 1 / N_FRAMES) / 2)
+
+
+def test_the_extended_score_adds_faint_point_targets_as_a_source():
+    def row(shape, contrast, detected, n=10, polarity=1, kind="all", detector="model"):
+        return {"detector": detector, "shape": shape, "polarity": polarity, "kind": kind, "contrast": contrast,
+                "n": n, "detected": detected}
+    rows = [row("point 3x3", 8, 2), row("point 3x3", 12, 4), row("point 5x5", 20, 9, n=20),
+            row("point 3x3", 40, 10), row("point 7x7", 12, 0), row("point 3x3", 12, 10, polarity=-1),
+            row("point 3x3", 12, 0, kind="cloud"), row("point 3x3", 12, 10, detector="top-hat")]
+    report = {"rows": rows, "fa_per_frame": 0.25}
+    assert detectability_term(report) == pytest.approx((2 + 4 + 9) / 40 - 0.25)   # only the six cells it names
+    assert extended_score({"a": {"iou": 0.5}}, report) == pytest.approx((0.5 + 15 / 40 - 0.25) / 2)
+    with pytest.raises(ValueError, match="no model cells"):
+        detectability_term({"rows": rows[3:], "fa_per_frame": 0.0})
 
 
 @pytest.mark.slow

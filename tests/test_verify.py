@@ -94,7 +94,7 @@ def box_candidates() -> Candidates:
     n = 4
     return Candidates(patches=np.zeros((n, 3, 16, 16), np.float16), features=np.ones((n, 5), np.float32),
                       target=np.array([True, False, True, False]), frame=np.array([0, 0, 1, 2]),
-                      overlap=np.zeros(n, np.int64), present=np.array([True, True, False]),
+                      overlap=np.zeros(n, np.int64), box=np.array([0, -1, 0, -1]), present=np.array([1, 1, 0]),
                       mask_px=np.zeros(3, np.int64), kind=np.array("box"))
 
 
@@ -107,9 +107,27 @@ def test_split_scores_count_as_the_box_scorer_and_pool_iou_exactly():
     masks = Candidates(patches=np.zeros((2, 3, 16, 16), np.float16), features=np.array([[10, 1, 1, 1, 1],
                                                                                       [5, 1, 1, 1, 1]], np.float32),
                        target=np.array([True, False]), frame=np.array([0, 0]), overlap=np.array([8, 0]),
-                       present=np.array([True]), mask_px=np.array([9]), kind=np.array("mask"))
+                       box=np.array([-1, -1]), present=np.array([1]), mask_px=np.array([9]), kind=np.array("mask"))
     assert split_scores(masks, np.array([0.9, 0.1]), None)["iou"] == pytest.approx(8 / (9 + 15 - 8))
     assert split_scores(masks, np.array([0.9, 0.1]), 0.5)["iou"] == pytest.approx(8 / (9 + 10 - 8))
+
+
+def test_still_frames_with_several_boxes_count_each_target():
+    boxes = np.array([[10, 10, 4, 4], [40, 40, 6, 6], [11, 11, 4, 4]], np.float64)   # the third overlaps the first
+    centroids = np.array([[12.0, 12.0], [42.0, 43.0], [30.0, 30.0], [17.0, 13.0]])    # (row, col)
+    assert verify.holding_box(centroids, boxes).tolist() == [0, 1, -1, -1]          # 17 > 10 + 4 + 2 grown: outside
+    assert verify.holding_box(centroids, np.zeros((0, 4))).tolist() == [-1] * 4
+    assert verify.label_boxes({"box": torch.tensor([np.nan] * 4)}).shape == (0, 4)
+    # frame 0: two targets, both found by three candidates (two on the first); frame 1: one target, missed, one clutter
+    n = 4
+    data = Candidates(patches=np.zeros((n, 3, 16, 16), np.float16), features=np.ones((n, 5), np.float32),
+                      target=np.array([True, True, True, False]), frame=np.array([0, 0, 0, 1]),
+                      overlap=np.zeros(n, np.int64), box=np.array([0, 0, 1, -1]), present=np.array([2, 1]),
+                      mask_px=np.zeros(2, np.int64), kind=np.array("box"))
+    alone = split_scores(data, np.array([0.9, 0.9, 0.9, 0.9]), None)
+    assert (alone["pd"], alone["fa_per_frame"]) == (pytest.approx(2 / 3), 0.5)
+    kept = split_scores(data, np.array([0.9, 0.1, 0.2, 0.9]), 0.5)   # box 0 kept by one candidate, box 1 dropped
+    assert (kept["pd"], kept["fa_per_frame"], kept["recall"]) == (pytest.approx(1 / 3), 0.5, pytest.approx(1 / 3))
 
 
 def test_choose_tau_takes_the_best_score_that_keeps_pd_and_iou():
@@ -133,7 +151,8 @@ def test_training_separates_bright_compact_blobs_from_edges():
     patches[:, 1:] = 0
     patches[:, 1:, 6:10, 6:10] = 1
     data = Candidates(patches=patches.astype(np.float16), features=np.tile([16, 0.9, 0.8, 4, 4], (n, 1)).astype(
-        np.float32), target=target, frame=np.arange(n), overlap=np.zeros(n, np.int64), present=np.zeros(0, bool),
+        np.float32), target=target, frame=np.arange(n), overlap=np.zeros(n, np.int64), box=np.full(n, -1),
+        present=np.zeros(0, np.int64),
         mask_px=np.zeros(0, np.int64), kind=np.array("mixed"))
     net, history = verify.train_verifier(data, VerifierConfig(patch=16, width=4), epochs=15, batch=32, lr=1e-2,
                                          progress=False)

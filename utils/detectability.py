@@ -88,6 +88,7 @@ from utils.eval.detectability import (
     top_hat,
 )
 from utils.eval.metrics import find_components
+from utils.eval.selection import DETECT_CONTRASTS, DETECT_SHAPES, detectability_term
 from utils.files import atomic_write_text, write_json
 from utils.infer.device import Predictor, select_device
 from utils.infer.predict import component_table, predict_frame
@@ -568,11 +569,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "video_every": grid.video_every,
               "verifier": describe_verification(predictor), "seconds": round(time.perf_counter() - start, 1),
               **report}
+    if not args.quick:          # the term a candidate general model is selected by (utils.eval.selection)
+        report["detectability_term"] = detectability_term(report)
     atomic_write_text(args.out / "detectability.csv", rows_csv(report["rows"]))
     write_json(args.out / "detectability.json", report)
     plot_heatmap(args.out / "detectability.png", report["rows"], report["shapes"], grid.contrasts, grid.polarities,
                  report["fa_per_frame"], f"{args.checkpoint.name} ({'verifier on' if report['verifier'] else 'LRRNet alone'})")
     print(summary_text(report, grid))
+    if "detectability_term" in report:
+        print(f"detectability term (selection): {report['detectability_term']:.4f} = Pd of hot {' and '.join(DETECT_SHAPES)} "
+              f"points at {', '.join(f'{c:g}' for c in DETECT_CONTRASTS)} grey levels - false alarms per frame")
     print(f"wrote {args.out / 'detectability.csv'}, .json and .png in {report['seconds']:.0f} s")
     return 0
 

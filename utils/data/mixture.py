@@ -38,7 +38,7 @@ class MixedTrainSet:
     """
 
     def __init__(self, parts: Sequence[tuple[str, object]], weights: Sequence[float], transform=None,
-                 copy_paste: float = 0.0, hard_frac: float = 0.25):
+                 copy_paste: float = 0.0, hard_frac: float = 0.25, paste_faint: float = 0.0):
         if len(parts) != len(weights) or not parts:
             raise ValueError(f"{len(parts)} source(s) and {len(weights)} weight(s): give one weight per source")
         for (name, dataset), weight in zip(parts, weights):
@@ -48,6 +48,7 @@ class MixedTrainSet:
                 raise ValueError(f"source {name}: weight {weight} must be positive")
         self.parts, self.weights = list(parts), [float(w) for w in weights]
         self.transform, self.copy_paste, self.hard_frac = transform, copy_paste, hard_frac
+        self.paste_faint = paste_faint
         self.offsets = np.cumsum([0] + [len(d) for _, d in self.parts])
         self.source_of = np.repeat(np.arange(len(self.parts)), np.diff(self.offsets))
         self.sizes: list[tuple[int, int]] = [tuple(s) for _, d in self.parts for s in d.sizes]
@@ -86,7 +87,7 @@ class MixedTrainSet:
         if self.copy_paste > 0 and float(torch.rand(())) < self.copy_paste:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))  # follows torch's seeded RNG
             n = int(rng.integers(PASTE_COUNT[0], PASTE_COUNT[1] + 1))
-            image, pasted = paste_targets(image, (mask | ignore) > 0, rng, n)
+            image, pasted = paste_targets(image, (mask | ignore) > 0, rng, n, self.paste_faint)
             mask = mask | pasted
         focus = None
         points = self.hard_points.get(i)

@@ -39,6 +39,9 @@ MAX_TARGETS = 5
 EDGE_MARGIN_PX = 12  # target centres stay this far from the border
 MIN_SEPARATION_PX = 20  # between target centres
 CLUTTER_WINDOW_PX = 15  # half-size of the window the local mean and std are measured in
+FAINT_DIAMETER_PX = (1.5, 6.0)  # a faint point target's half-maximum diameter (paste_targets' faint share)
+FAINT_PEAK = (6.0, 40.0)  # its peak in grey levels above the background, drawn log-uniformly, whatever the clutter
+MIN_PEAK = 4.0  # the least peak of a pasted target, grey levels
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(1.0 / MASK_FRACTION))  # diameter at MASK_FRACTION of peak / sigma
 SYNTHETIC_JSON = "synthetic.json"  # what the generator wrote (seed, sizes), beside the scenes
 SCENE_NAME = re.compile(r"[01]\d{5}\.png")  # a scene: split id (0 trainval, 1 test), index in five digits
@@ -123,13 +126,13 @@ def make_scene(
     return frame, mask
 
 
-def _blob(rng: np.random.Generator, row: float, col: float, height: int, width: int
-          ) -> tuple[tuple[slice, slice], np.ndarray]:
+def _blob(rng: np.random.Generator, row: float, col: float, height: int, width: int,
+          diameters: tuple[float, float] = DIAMETER_PX) -> tuple[tuple[slice, slice], np.ndarray]:
     """Return (window, shape): a random target's unit-peak Gaussian blob centred at (row, col), cut to the frame.
 
-    Half-maximum diameter in DIAMETER_PX, axes 0.8-1.25 x that, random orientation.
+    Half-maximum diameter drawn in ``diameters``, axes 0.8-1.25 x that, random orientation.
     """
-    diameter = rng.uniform(*DIAMETER_PX)
+    diameter = rng.uniform(*diameters)
     sigma = diameter / FWHM_PER_SIGMA
     sx, sy = sigma * rng.uniform(0.8, 1.25), sigma * rng.uniform(0.8, 1.25)
     angle = rng.uniform(0.0, np.pi)
@@ -150,16 +153,19 @@ def _clutter_window(row: float, col: float, height: int, width: int) -> tuple[sl
             slice(max(0, int(col) - CLUTTER_WINDOW_PX), min(width, int(col) + CLUTTER_WINDOW_PX + 1)))
 
 
-def paste_targets(frame: np.ndarray, busy: np.ndarray, rng: np.random.Generator, n: int
+def paste_targets(frame: np.ndarray, busy: np.ndarray, rng: np.random.Generator, n: int, faint: float = 0.0
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Return (frame, mask): up to n synthetic targets pasted onto a real frame, and their exact mask.
 
     ``frame``: H x W float32 in [0, 1] (not modified); ``busy``: H x W bool, True where no target
     may go (real targets, unknown box pixels). Targets follow ``make_scene``'s model (half-maximum
-    diameter 3-9 px, SCR 3-8 against the local clutter of the real frame), centres at least
-    EDGE_MARGIN_PX from the border and MIN_SEPARATION_PX from busy pixels and each other; the
-    mask holds the pixels above MASK_FRACTION of their own peak. The result is clipped to [0, 1]
-    and quantised to 8 bits like the frames it joins.
+    diameter 3-9 px, SCR 3-8 against the local clutter of the real frame, at least MIN_PEAK grey
+    levels), centres at least EDGE_MARGIN_PX from the border and MIN_SEPARATION_PX from busy pixels
+    and each other; the mask holds the pixels above MASK_FRACTION of their own peak. With
+    probability ``faint`` a target is instead a faint point: half-maximum diameter FAINT_DIAMETER_PX
+    and a peak of FAINT_PEAK grey levels (log-uniform) whatever the clutter around it, the targets
+    a clutter-relative contrast rarely makes on smooth sky. The result is clipped to [0, 1] and
+    quantised to 8 bits like the frames it joins.
     """
     height, width = frame.shape
     mask = np.zeros((height, width), np.uint8)
@@ -171,9 +177,13 @@ def paste_targets(frame: np.ndarray, busy: np.ndarray, rng: np.random.Generator,
     for row, col in _place(rng, 4 * n, height, width):
         if not free[int(row), int(col)]:
             continue
-        window, shape = _blob(rng, row, col, height, width)
-        scr = rng.uniform(*SCR_RANGE)
-        peak = max(scr * float(scaled[_clutter_window(row, col, height, width)].std()), 4.0)  # >= 4 grey levels
+        if faint > 0 and rng.uniform() < faint:      # (no draw when faint is 0: the default stream is kept)
+            window, shape = _blob(rng, row, col, height, width, FAINT_DIAMETER_PX)
+            peak = float(np.exp(rng.uniform(*np.log(FAINT_PEAK))))
+        else:
+            window, shape = _blob(rng, row, col, height, width)
+            scr = rng.uniform(*SCR_RANGE)
+            peak = max(scr * float(scaled[_clutter_window(row, col, height, width)].std()), MIN_PEAK)
         signal[window] += peak * shape
         mask[window] |= (shape > MASK_FRACTION).astype(np.uint8)
         n -= 1

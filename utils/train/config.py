@@ -93,6 +93,9 @@ class TrainConfig:
                                   bounds=AT_LEAST_1)
     copy_paste: float = option(0.0, "chance that a training frame gets 1-3 synthetic targets (utils/synthetic.py's "
                                     "target model, exact masks) pasted onto its background", bounds=FRACTION)
+    paste_faint: float = option(0.0, "share of those pasted targets that are faint points instead: half-maximum "
+                                     "diameter 1.5-6 px, peak 6-40 grey levels (log-uniform) whatever the clutter",
+                                bounds=FRACTION)
     noise_prob: float = option(0.0, "chance that a training crop gets white Gaussian noise", bounds=FRACTION)
     noise_sigma: float = option(10.0, "largest sigma of that noise in grey levels of 255 (drawn uniformly from "
                                       "0 to it)", bounds=AT_LEAST_0)

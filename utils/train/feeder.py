@@ -37,8 +37,11 @@ from utils.data.synthetic import (
     CLUTTER_WINDOW_PX,
     DIAMETER_PX,
     EDGE_MARGIN_PX,
+    FAINT_DIAMETER_PX,
+    FAINT_PEAK,
     FWHM_PER_SIGMA,
     MASK_FRACTION,
+    MIN_PEAK,
     MIN_SEPARATION_PX,
     SCR_RANGE,
 )
@@ -47,7 +50,6 @@ from utils.data.transforms import TrainTransform
 log = logging.getLogger(__name__)
 CANDIDATES = 4 * PASTE_COUNT[1]     # centres tried per pasting crop, as paste_targets tries 4 per target
 BLOB_HALF = math.ceil(4 * DIAMETER_PX[1] / FWHM_PER_SIGMA * 1.25)   # the widest blob's half-window, px
-MIN_PEAK = 4.0                      # paste_targets' least peak, grey levels
 
 
 def frame_arrays(train, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -75,8 +77,8 @@ class DeviceFeeder:
     """The training frames of a run held on a device, and the batches of one epoch cut from them (``epoch``)."""
 
     def __init__(self, train, crop_size: int, target_prob: float, flip: bool, rot90: bool, copy_paste: float,
-                 base_size: int, device: torch.device, progress=None):
-        self.train, self.device = train, device
+                 base_size: int, device: torch.device, progress=None, paste_faint: float = 0.0):
+        self.train, self.device, self.paste_faint = train, device, paste_faint
         self.size = crop_size or base_size
         self.target_prob, self.flip, self.rot90, self.copy_paste = target_prob, flip, rot90, copy_paste
         resize = TrainTransform(crop_size=None, flip=False, rot90=False, base_size=base_size) if base_size else None
@@ -159,7 +161,7 @@ class DeviceFeeder:
         """Return the augmented crops of the given frames (a B vector of indices), as ``epoch`` yields them."""
         image, mask, ignore = self.crops(frames, generator)
         if self.copy_paste > 0:
-            image, mask = paste_targets(image, mask, ignore, self.copy_paste, generator)
+            image, mask = paste_targets(image, mask, ignore, self.copy_paste, generator, self.paste_faint)
         x = torch.cat([image, mask, ignore], 1)             # B x 3 x S x S: moved together
         x = random_symmetries(x, self.flip, self.rot90, generator).contiguous()
         out = {"image": x[:, :1].contiguous(), "mask": x[:, 1:2].contiguous()}
@@ -248,7 +250,7 @@ def window_sums(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, half: i
 
 
 def paste_targets(image: torch.Tensor, mask: torch.Tensor, ignore: torch.Tensor, prob: float,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, faint: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (image, mask) of B x 1 x S x S crops with 1-3 synthetic targets pasted on each with probability prob.
 
     ``utils.data.synthetic.paste_targets``' rules on each chosen crop: up to 4 centres per
@@ -256,8 +258,9 @@ def paste_targets(image: torch.Tensor, mask: torch.Tensor, ignore: torch.Tensor,
     MIN_SEPARATION_PX (square) from every target or ignored pixel and (round) from the centres kept
     before it; each blob a rotated elliptical Gaussian of half-maximum diameter DIAMETER_PX whose
     peak is SCR_RANGE times the standard deviation of the crop in the CLUTTER_WINDOW_PX window around
-    it (at least 4 grey levels); mask = the blob above MASK_FRACTION of its peak; a pasted crop
-    rounded to 8 bits and clipped to [0, 1].
+    it (at least MIN_PEAK grey levels), or with probability ``faint`` a faint point (FAINT_DIAMETER_PX,
+    FAINT_PEAK grey levels, log-uniform); mask = the blob above MASK_FRACTION of its peak; a pasted
+    crop rounded to 8 bits and clipped to [0, 1].
     """
     b, _, size, _ = image.shape
     device = image.device
@@ -288,6 +291,12 @@ def paste_targets(image: torch.Tensor, mask: torch.Tensor, ignore: torch.Tensor,
     angle = uniform(generator, (b, k), 0.0, math.pi, device)
     scr = uniform(generator, (b, k), *SCR_RANGE, device)
     peak = torch.clamp(scr * std, min=MIN_PEAK)
+    if faint > 0:               # drawn only then, so that the default stream is kept
+        weak = torch.rand((b, k), generator=generator, device=device) < faint
+        scale = uniform(generator, (b, k), *FAINT_DIAMETER_PX, device) / diameter   # the faint diameter, same axes
+        sx, sy = torch.where(weak, sx * scale, sx), torch.where(weak, sy * scale, sy)
+        level = torch.exp(uniform(generator, (b, k), math.log(FAINT_PEAK[0]), math.log(FAINT_PEAK[1]), device))
+        peak = torch.where(weak, level, peak)
     # each blob on a fixed window around its centre's pixel, cut where paste_targets cuts it (4 sigma)
     offsets = torch.arange(-BLOB_HALF, BLOB_HALF + 2, device=device)
     rows = cell[..., 0, None] + offsets                                                   # B x K x W

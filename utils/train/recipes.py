@@ -65,10 +65,12 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                         steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
                         video_val_every=60,                       # 288 val frames: 2 min a validation here
                         hard_negatives=3, hard_negative_frames=300)),
-    "general_v3_cpu": ("general_ft with IRSTD-1K's 640 real training frames (box labels) as a fourth source; its val "
-                       "(160 frames) is scored too, about 2 min more a validation on a 2-core CPU",
+    "general_v3_cpu": ("general_ft with IRSTD-1K's 640 real training frames (box labels) as a fourth source and "
+                       "faint point targets pasted; its val (160 frames) is scored too, about 2 min more a validation "
+                       "on a 2-core CPU",
                        dict(_GENERAL,
                             sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1",
+                            copy_paste=0.5, paste_faint=0.5,   # v2's map: no point target under 40 grey levels
                             init="checkpoints/lrrnet_sirst_v1.pt", lr=1e-4, warmup_iters=20,   # as general_ft
                             steps_per_epoch=40, epochs=8, val_every=4, video_val_every=60,
                             hard_negatives=3, hard_negative_frames=300)),

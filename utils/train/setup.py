@@ -133,7 +133,7 @@ def setup(cfg: TrainConfig, run_dir: Path | None, resume: bool, log_level: str,
     feeder = None
     if cfg.loader == "device":
         feeder = DeviceFeeder(train_set, cfg.crop_size, cfg.target_prob, cfg.flip, cfg.rot90, cfg.copy_paste,
-                              cfg.base_size, device, progress=progress_bar if rank == 0 and progress else None)
+                              cfg.base_size, device, paste_faint=cfg.paste_faint, progress=progress_bar if rank == 0 and progress else None)
     run = Run(cfg, run_dir, rank, world, device, dtype, root, train_set, val_set, test_set, steps, val_sources,
               progress, feeder)
     open_run_dir(run, log_level, notes)
@@ -361,7 +361,7 @@ def packed_sets(cfg: TrainConfig) -> tuple:
     vals = tuple((name, pack.split(k, "val")) for k, (name, _) in enumerate(entries))
     parts = [(name, pack.split(k, "train")) for k, (name, weight) in enumerate(entries) if weight > 0]
     mixed = MixedTrainSet(parts, [w for _, w in entries if w > 0], transform, copy_paste=cfg.copy_paste,
-                          hard_frac=cfg.hard_negative_frac)
+                          hard_frac=cfg.hard_negative_frac, paste_faint=cfg.paste_faint)
     return mixed, vals[0][1], test, vals
 
 
@@ -440,7 +440,7 @@ def build_mixed(cfg: TrainConfig, roots: list) -> tuple[MixedTrainSet, IRSTDData
         raise ConfigError(f"--sources mixes frames of several sizes, so whole-frame batches of {cfg.batch_size} "
                           "cannot be stacked; set --crop-size, --base-size or --batch-size 1")
     mixed = MixedTrainSet(parts, weights, train_transform(cfg), copy_paste=cfg.copy_paste,
-                          hard_frac=cfg.hard_negative_frac)
+                          hard_frac=cfg.hard_negative_frac, paste_faint=cfg.paste_faint)
     log.info("sources: %s", ", ".join(f"{n} x{w:g} ({len(d)} train frames)" for (n, d), w in zip(parts, weights)))
     return mixed, val, test, vals
 

@@ -8,8 +8,8 @@ What the command does (docs/verifier.md has the reasons and the measurements):
    source's training split; each connected component of p > t (t = 0.5, the detection
    threshold) is a candidate. On a pixel-mask source a candidate touching a labelled target
    (within ``utils.train.mining.CLEAR_PX``, 3 px, the training miner's rule) is a target; on
-   box-labelled video one whose centroid lies inside the grown label box (the rule of
-   ``cal_from_mask.py --boxes``). Every other candidate is clutter. The same is done on every
+   box-labelled video and still frames with box labels one whose centroid lies inside a grown
+   label box (the rule of ``cal_from_mask.py --boxes``). Every other candidate is clutter. The same is done on every
    source's val split (video: every 10th labelled frame from frame 5, so none of the every-10th
    frames from frame 0 that docs/results.md reports). Candidates are cached in the run folder with a
    fingerprint (LRRNet's weights, the frames sampled, threshold, patch), so a killed run resumes
@@ -64,13 +64,15 @@ from utils.cli import (
 from utils.data import (
     DataError,
     IRSTDDataset,
+    StillBoxDataset,
     VideoFrameDataset,
     index_videos,
+    is_still_box_root,
     is_video_root,
     resolve_data_root,
     size_batches,
 )
-from utils.eval.boxes import BoxCounts, frame_outcomes, inside_grown_box
+from utils.eval.boxes import BoxCounts, inside_grown_box
 from utils.eval.metrics import THRESHOLD, Evaluator, plain
 from utils.eval.selection import selection_score
 from utils.files import atomic_write, atomic_write_text, check_output
@@ -102,7 +104,8 @@ class Candidates:
     target: np.ndarray      # N bool: touches a labelled target or lies in its grown box
     frame: np.ndarray       # N int64: the frame it belongs to (index in the split)
     overlap: np.ndarray     # N int64: its pixels on the target mask (mask sources; 0 for boxes)
-    present: np.ndarray     # F bool: the frame has a target
+    box: np.ndarray         # N int64: the label box of its frame whose grown box holds it (box sources), else -1
+    present: np.ndarray     # F int64: the frame's labelled targets (box sources: its boxes; mask sources: 0 or 1)
     mask_px: np.ndarray     # F int64: target-mask pixels of the frame (mask sources; 0 for boxes)
     kind: np.ndarray        # 0-d str: "mask" or "box"
 
@@ -120,20 +123,41 @@ class Candidates:
     def join(cls, parts: Sequence["Candidates"]) -> "Candidates":
         """Return the candidates of several splits as one training set (frame-level fields are dropped)."""
         return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in
-                     ("patches", "features", "target", "frame", "overlap")),
-                   np.zeros(0, bool), np.zeros(0, np.int64), np.array("mixed"))
+                     ("patches", "features", "target", "frame", "overlap", "box")),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64), np.array("mixed"))
+
+
+def label_boxes(item: dict) -> np.ndarray:
+    """Return a box-labelled item's K x 4 label boxes (x, y, w, h; edge coordinates): a video frame's one box
+    ("box", NaN when the target is absent: K = 0) or a still frame's "boxes"."""
+    if "boxes" in item:
+        return np.asarray(item["boxes"], np.float64).reshape(-1, 4)
+    box = np.asarray(item["box"], np.float64).reshape(1, 4)
+    return box if np.isfinite(box).all() else np.zeros((0, 4))
+
+
+def holding_box(centroids: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Return, per (row, col) centroid (N x 2), the index of the first of the K boxes whose grown box holds it
+    (``inside_grown_box``), or -1."""
+    n, k = len(centroids), len(boxes)
+    if not n or not k:
+        return np.full(n, -1, np.int64)
+    inside = inside_grown_box(np.repeat(centroids[:, 1], k), np.repeat(centroids[:, 0], k),
+                              np.tile(boxes, (n, 1))).reshape(n, k)
+    return np.where(inside.any(1), inside.argmax(1), -1).astype(np.int64)
 
 
 def collect(predictor, dataset, threshold: float = THRESHOLD, patch: int = 48, desc: str = "candidates",
             progress: bool = True) -> Candidates:
-    """Return LRRNet's candidates on every frame of a dataset (``IRSTDDataset`` or ``VideoFrameDataset``).
+    """Return LRRNet's candidates on every frame of a dataset (``IRSTDDataset``, ``VideoFrameDataset`` or
+    ``StillBoxDataset``).
 
     ``predictor``: a ``utils.infer.device.Predictor`` without verification; frames of one size run in
     batches of the device's default size.
     """
-    box_source = hasattr(dataset, "entries")
-    parts: dict[str, list] = {"patches": [], "features": [], "target": [], "frame": [], "overlap": []}
-    present, mask_px = np.zeros(len(dataset), bool), np.zeros(len(dataset), np.int64)
+    box_source = bool(getattr(dataset, "box_labelled", False))
+    parts: dict[str, list] = {"patches": [], "features": [], "target": [], "frame": [], "overlap": [], "box": []}
+    present, mask_px = np.zeros(len(dataset), np.int64), np.zeros(len(dataset), np.int64)
     batches = size_batches(dataset.sizes, default_batch_size(predictor.device))
     bar = tqdm(total=len(dataset), desc=desc, unit="frame", disable=None if progress else True, file=sys.stderr)
     for batch in batches:
@@ -144,24 +168,25 @@ def collect(predictor, dataset, threshold: float = THRESHOLD, patch: int = 48, d
             comps, patches, features = candidate_inputs(frame, prob, threshold, patch)
             mask = item["mask"][0].numpy() > 0
             if box_source:
-                box = item["box"].numpy()
-                present[i] = bool(np.isfinite(box).all())
-                centroid = comps.centroids().reshape(-1, 2)
-                target = inside_grown_box(centroid[:, 1], centroid[:, 0], np.repeat(box[None], comps.n, 0))
-                overlap = np.zeros(comps.n, np.int64)
+                boxes = label_boxes(item)
+                present[i] = len(boxes)
+                box = holding_box(comps.centroids().reshape(-1, 2), boxes)
+                target, overlap = box >= 0, np.zeros(comps.n, np.int64)
             else:
-                present[i], mask_px[i] = bool(mask.any()), int(mask.sum())
-                target = touches_known(comps, mask)
+                present[i], mask_px[i] = int(mask.any()), int(mask.sum())
+                target, box = touches_known(comps, mask), np.full(comps.n, -1, np.int64)
                 overlap = np.bincount(comps.label, weights=mask.reshape(-1)[comps.index],
                                       minlength=comps.n + 1)[1:].astype(np.int64)
             for name, value in (("patches", patches.astype(np.float16)), ("features", features),
-                                ("target", target), ("frame", np.full(comps.n, i, np.int64)), ("overlap", overlap)):
+                                ("target", target), ("frame", np.full(comps.n, i, np.int64)), ("overlap", overlap),
+                                ("box", box)):
                 parts[name].append(value)
         bar.update(len(batch))
     bar.close()
     p = patch
     empty = {"patches": np.zeros((0, 3, p, p), np.float16), "features": np.zeros((0, 5), np.float32),
-             "target": np.zeros(0, bool), "frame": np.zeros(0, np.int64), "overlap": np.zeros(0, np.int64)}
+             "target": np.zeros(0, bool), "frame": np.zeros(0, np.int64), "overlap": np.zeros(0, np.int64),
+             "box": np.zeros(0, np.int64)}
     joined = {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
     return Candidates(**joined, present=present, mask_px=mask_px, kind=np.array("box" if box_source else "mask"))
 
@@ -241,8 +266,11 @@ def split_scores(data: Candidates, scores: np.ndarray, tau: float | None) -> dic
     out = {"recall": float(keep[target].mean()) if target.any() else 1.0, "kept_clutter": int((keep & ~target).sum()),
            "clutter": int((~target).sum())}
     n = len(data.present)
-    if str(data.kind) == "box":   # a target candidate lies in its frame's grown box (collect): the box scorer's rule
-        detected, n_fa = frame_outcomes(data.frame[keep], data.target[keep], n)
+    if str(data.kind) == "box":   # a target candidate lies in a grown box of its frame (collect): the box scorer's rule
+        frame, box = data.frame[keep], data.box[keep]
+        found = np.unique(frame[box >= 0] * (int(data.box.max(initial=0)) + 1) + box[box >= 0])   # (frame, box) pairs
+        detected = np.bincount(found // (int(data.box.max(initial=0)) + 1), minlength=n)
+        n_fa = np.bincount(frame[box < 0], minlength=n).astype(np.int64)
         out.update(BoxCounts().update(data.present, detected, n_fa).compute())
     else:
         inter = data.overlap[keep].sum()
@@ -301,7 +329,8 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     from trainval with the checkpoint's own --val-fraction and --val-seed (the frames it was
     selected on); video sources are indexed and checked now and decoded only when called (cached
     candidates never need them): every video[0]-th labelled frame from frame video[1] of
-    train.txt, every video[2]-th from frame video[3] of val.txt. Weights are ignored.
+    train.txt, every video[2]-th from frame video[3] of val.txt; still frames with box labels are read now,
+    their layout's own train and val. Weights are ignored.
     """
     common = dict(val_fraction=config.get("val_fraction", 0.1), val_seed=config.get("val_seed", 0),
                   sixteen_bit=config.get("sixteen_bit", "range"))
@@ -317,12 +346,16 @@ def build_splits(sources: str, config: dict, video: tuple[int, int, int, int] = 
     try:
         for k, (name, _) in enumerate(parse_sources(sources)):
             root = resolve_data_root(name, SOURCES_PATH_HINT)
-            if is_video_root(root):
-                if k == 0:
-                    raise VerifyError(f"--sources {sources!r}: the first source ({name}) is scored on its test split, "
-                                      "and a video source has none; put a dataset with pixel masks first")
+            kind = "video" if is_video_root(root) else "boxes" if is_still_box_root(root) else "masks"
+            if kind != "masks" and k == 0:
+                raise VerifyError(f"--sources {sources!r}: the first source ({name}) is scored on its test split, "
+                                  "and a box-labelled source has none; put a dataset with pixel masks first")
+            if kind == "video":
                 train.append((name, later(root, "train", video[0], video[1])))
                 val.append((name, later(root, "val", video[2], video[3])))
+            elif kind == "boxes":      # still frames with box labels: their layout's own train and val
+                train.append((name, now(StillBoxDataset(root, "train", sixteen_bit=common["sixteen_bit"]))))
+                val.append((name, now(StillBoxDataset(root, "val", sixteen_bit=common["sixteen_bit"]))))
             else:
                 train.append((name, now(IRSTDDataset(root, "train", **common))))
                 val.append((name, now(IRSTDDataset(root, "val", **common))))
