@@ -83,7 +83,7 @@ def test_help_lists_every_field_with_type_default_choices_and_range(capsys, monk
         assert len(found) == 1, (key, found)
         return found[0]
 
-    assert len(cfgs.FIELDS) == 59
+    assert len(cfgs.FIELDS) == 60
     for key, f in cfgs.FIELDS.items():
         kind = cfgs.FIELD_TYPES[key]
         default = str(f.default).lower() if kind is bool else repr(f.default) if kind is str else f"{f.default:g}"
