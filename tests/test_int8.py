@@ -135,3 +135,22 @@ def test_int8_keeps_the_shipped_checkpoints_detections_on_the_real_clip(tmp_path
         print(f"general, int8 - fp32 on clip frame: {len(ref)} targets fp32, {len(got)} int8, mean |dp| "
               f"{np.abs(p - p_ref).mean():.2e}, max {np.abs(p - p_ref).max():.3f}")
         assert np.abs(p - p_ref).mean() < 1e-3
+
+
+def test_percentile_calibration_frames_are_centre_crops_of_one_size():
+    """onnxruntime's percentile calibration needs frames of one size: the centres at the largest size all hold."""
+    class Frames:
+        def __init__(self, shapes):
+            self.sizes = shapes
+            self.frames = [np.arange(h * w, dtype=np.float32).reshape(h, w) for h, w in shapes]
+
+        def __getitem__(self, i):
+            return {"image": torch.from_numpy(self.frames[i])[None]}
+
+    sets = [("a", Frames([(10, 12), (8, 20)])), ("b", Frames([(9, 9)]))]
+    chosen = [("a", 0), ("b", 0), ("a", 1)]
+    assert export.common_size(sets, chosen) == (8, 9)
+    crops = list(export.frames_of(sets, chosen, (8, 9)))
+    assert [c.shape for c in crops] == [(8, 9)] * 3
+    np.testing.assert_array_equal(crops[0], sets[0][1].frames[0][1:9, 1:10])      # the centre: 1 row, 1 column off
+    assert [f.shape for f in export.frames_of(sets, chosen)] == [(10, 12), (9, 9), (8, 20)]   # MinMax: native sizes

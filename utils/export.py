@@ -135,11 +135,22 @@ def calibration_frames(sets: Sequence[tuple[str, object]], count: int) -> list[t
     return [(sets[k][0], i) for k, i in order[:count]]
 
 
-def frames_of(sets: Sequence[tuple[str, object]], chosen: Sequence[tuple[str, int]]):
-    """Yield the chosen val frames (H x W float32 in [0, 1]) with a progress bar."""
+def common_size(sets: Sequence[tuple[str, object]], chosen: Sequence[tuple[str, int]]) -> tuple[int, int]:
+    """Return (H, W): the largest size every chosen frame holds (the smallest height and width among them)."""
+    by_name = dict(sets)
+    sizes = np.array([by_name[name].sizes[i] for name, i in chosen])
+    return int(sizes[:, 0].min()), int(sizes[:, 1].min())
+
+
+def frames_of(sets: Sequence[tuple[str, object]], chosen: Sequence[tuple[str, int]], crop: tuple[int, int] | None = None):
+    """Yield the chosen val frames (H x W float32 in [0, 1]) with a progress bar; ``crop`` (H, W): their centres."""
     by_name = dict(sets)
     for name, i in tqdm(chosen, desc="calibration", unit="frame"):
-        yield by_name[name][i]["image"][0].numpy()
+        frame = by_name[name][i]["image"][0].numpy()
+        if crop is not None:
+            top, left = (frame.shape[0] - crop[0]) // 2, (frame.shape[1] - crop[1]) // 2
+            frame = frame[top:top + crop[0], left:left + crop[1]]
+        yield frame
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -176,11 +187,14 @@ def write_int8(net: nn.Module, path: Path, meta: dict, args: argparse.Namespace,
     """Export the float32 network beside path, quantise it to path (int8) on the chosen val frames."""
     chosen = calibration_frames(sets, args.calibration_frames)
     float_nodes = FLOAT_NODES if args.float_nodes is None else tuple(args.float_nodes)
-    info = {"calibration": {"frames": len(chosen), "split": "val",
+    # onnxruntime's percentile calibration stacks every frame's activations into one histogram input, so its frames
+    # must share a size: their centres at the largest size all of them hold (MinMax takes each at its own size)
+    crop = common_size(sets, chosen) if args.calibration_method == "percentile" else None
+    info = {"calibration": {"frames": len(chosen), "split": "val", "centre_crop_hw": crop,
                             "sources": {name: sum(1 for n, _ in chosen if n == name) for name, _ in sets}}}
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         src = export_onnx(net, Path(tmp) / "float32.onnx", meta["export"], args.opset, meta["verifier"])
-        quantize_onnx(src, path, frames_of(sets, chosen), args.calibration_method, float_nodes, info=info)
+        quantize_onnx(src, path, frames_of(sets, chosen, crop), args.calibration_method, float_nodes, info=info)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
