@@ -10,12 +10,13 @@ from scipy import ndimage
 from torch import nn
 
 import run_configs
+from tests.conftest import random_checkpoint
 from tests.test_video_data import N_FRAMES, square_at, write_video
 from utils.data import VideoFrameDataset
 from utils.data.mixture import MixedTrainSet
 from utils.data.synthetic import FAINT_DIAMETER_PX, FAINT_PEAK, MASK_FRACTION, paste_targets, write_dataset
 from utils.data.transforms import TrainTransform
-from utils.eval.selection import detectability_term, extended_score, selection_score
+from utils.eval.selection import detectability_term, extended_score, selection_score, source_term
 from utils.train.config import ConfigError, parse_sources
 from utils.train.losses import LRRLoss, false_alarm_loss, soft_iou_loss
 from utils.train.mining import false_alarm_points, mine_hard_negatives
@@ -217,3 +218,29 @@ def test_a_mixed_run_end_to_end(video_root, tmp_path):
     assert ckpt["history"][-1]["hard_frames"] == len(decode_points(ckpt["hard_points"]))
     assert ckpt["epoch"] == 2 and summary["best"]["test"]["n_images"] == 4
     assert all(record["fa"] > 0 for record in ckpt["history"])
+
+
+def test_select_scores_candidates_on_val_and_chooses_by_the_extended_score(video_root, tmp_path, capsys):
+    from utils import select
+    write_dataset(tmp_path / "synth", n_trainval=12, n_test=4, size=(64, 64), seed=0)
+    ckpts = [random_checkpoint(tmp_path / f"{k}.pt", seed=k, width_mults=(1, 2), blocks_per_level=1) for k in (0, 1)]
+    point = {"detector": "model", "shape": "point 3x3", "polarity": 1, "kind": "all", "contrast": 12, "n": 10}
+    reports = []
+    for k, detected in enumerate((9, 1)):
+        reports.append(tmp_path / f"detect{k}.json")
+        reports[-1].write_text(json.dumps({"rows": [{**point, "detected": detected}], "fa_per_frame": 0.1}))
+    sources = f"{tmp_path / 'synth'}:1,{video_root}:1"
+    argv = ["--config", "general_ft", "--sources", sources, "--checkpoints", *map(str, ckpts),
+            "--detectability", *map(str, reports), "--json", str(tmp_path / "rows.json")]
+    assert select.main(argv) == 0
+    out = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["detectability_term"] for r in out["rows"]] == [pytest.approx(0.8), pytest.approx(0.0)]
+    for row in out["rows"]:
+        terms = [source_term(m) for m in row["sources"].values()]
+        assert len(terms) == 2 and row["score"] == pytest.approx(np.mean(terms))
+        assert row["extended_score"] == pytest.approx(np.mean(terms + [row["detectability_term"]]))
+    best = max(out["rows"], key=lambda r: r["extended_score"])
+    assert out["chosen"] == best["checkpoint"] and "(chosen)" in capsys.readouterr().out
+    assert select.main(argv[:-5] + ["--detectability", str(reports[0])]) == 2     # one report for two checkpoints
+    assert "give one per checkpoint" in capsys.readouterr().err
+    assert select.main(argv) == 2                                                # --json exists: not replaced
