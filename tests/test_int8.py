@@ -154,3 +154,14 @@ def test_percentile_calibration_frames_are_centre_crops_of_one_size():
     assert [c.shape for c in crops] == [(8, 9)] * 3
     np.testing.assert_array_equal(crops[0], sets[0][1].frames[0][1:9, 1:10])      # the centre: 1 row, 1 column off
     assert [f.shape for f in export.frames_of(sets, chosen)] == [(10, 12), (9, 9), (8, 20)]   # MinMax: native sizes
+
+
+def test_a_missing_onnx_module_names_the_package_to_install(monkeypatch):
+    from utils.infer import onnx as onnx_module
+
+    def missing(name):
+        raise ImportError(name)
+    monkeypatch.setattr(onnx_module.importlib, "import_module", missing)
+    with pytest.raises(onnx_module.ExportError, match=r"onnxruntime.quantization is not installed: pip install "
+                                                      r"onnxruntime \("):
+        onnx_module.require("onnxruntime.quantization")

@@ -38,11 +38,13 @@ class ExportError(ValueError):
 
 
 def require(name: str):
-    """Return the module onnx or onnxruntime, or raise ExportError saying how to install it."""
+    """Return the module onnx, onnxruntime or one of theirs (onnxruntime.quantization), or raise ExportError saying
+    which package to install."""
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise ExportError(f"{name} is not installed: pip install {name} (it is in requirements.txt)") from None
+        package = name.split(".")[0]       # onnxruntime.quantization ships in the onnxruntime package
+        raise ExportError(f"{name} is not installed: pip install {package} (it is in requirements.txt)") from None
 
 
 def check_opset(opset: int) -> int:
