@@ -1,5 +1,6 @@
 """The detectability map (python -m utils.detectability): exact pasted masks, Wilson intervals, Pd on cases with a
 known answer, the matched filter against theory on white noise, determinism by seed, and misuse."""
+import json
 import math
 
 import numpy as np
@@ -222,3 +223,28 @@ def test_matched_filter_noise_floor_on_a_flat_frame():
     score = matched_filter(frame, profile, 1)
     side = 1 + 16   # the local mean's box: the target adds 10 / 17^2 to it
     assert score[30, 30] == pytest.approx((10 - 10 / side ** 2) / 0.5, rel=1e-4)
+
+
+def test_compare_draws_reports_side_by_side_and_refuses_other_grids(tmp_path, capsys):
+    import cv2
+
+    def report(pd, contrasts=(4, 12)):
+        rows = [{"detector": "model", "shape": "point 3x3", "polarity": p, "kind": "all", "contrast": c, "pd": pd,
+                 "n": 10, "detected": int(10 * pd)} for p in (1, -1) for c in contrasts]
+        return {"shapes": ["point 3x3"], "contrasts": list(contrasts), "polarities": ["hot", "cold"], "rows": rows,
+                "fa_per_frame": 0.1}
+    paths = {}
+    for name, rep in (("a", report(0.2)), ("b", report(0.9)), ("c", report(0.5, (4, 40)))):
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(rep))
+    out = tmp_path / "side.png"
+    assert det.main(["--compare", f"v2={paths['a']}", f"v3={paths['b']}", "--out", str(out)]) == 0
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[1] > image.shape[0]            # two columns: wider than tall
+    assert det.main(["--compare", f"v2={paths['a']}", f"v3={paths['b']}", "--out", str(out)]) == 2   # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert det.main(["--compare", f"v2={paths['a']}", f"x={paths['c']}", "--out", str(tmp_path / "o.png")]) == 2
+    assert "another grid" in capsys.readouterr().err
+    assert det.main(["--compare", f"v2={paths['a']}", "--out", str(tmp_path / "dir")]) == 2
+    assert det.main(["--compare", str(paths["a"]), "--out", str(tmp_path / "o.png")]) == 2      # no LABEL=
+    assert "LABEL=PATH" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 import math
 import sys
@@ -83,13 +84,14 @@ from utils.eval.detectability import (
     noise_threshold,
     peaks,
     plot_heatmap,
+    plot_side_by_side,
     real_check_rows,
     threshold_for,
     top_hat,
 )
 from utils.eval.metrics import find_components
 from utils.eval.selection import DETECT_CONTRASTS, DETECT_SHAPES, detectability_term
-from utils.files import atomic_write_text, write_json
+from utils.files import OutputError, atomic_write_text, check_output, write_json
 from utils.infer.device import Predictor, select_device
 from utils.infer.predict import component_table, predict_frame
 from utils.train.config import SOURCES_PATH_HINT, ArgumentParser, ConfigError, parse_sources
@@ -489,8 +491,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Return the parsed command line."""
     parser = ArgumentParser(prog="python -m utils.detectability", description=__doc__.split("\n\n")[0])  # errors: one
     # line (ConfigError), not argparse's usage and exit
-    parser.add_argument("--checkpoint", required=True, type=Path, help="run_configs.py checkpoint or release state_dict")
-    parser.add_argument("--out", required=True, type=Path, help="folder for detectability.csv / .json / .png")
+    parser.add_argument("--checkpoint", type=Path, help="run_configs.py checkpoint or release state_dict")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for detectability.csv / .json / .png (with --compare: the .png to write)")
+    parser.add_argument("--compare", nargs="+", default=None, metavar="LABEL=JSON",
+                        help="instead of measuring: draw the model's maps of these detectability.json reports side by "
+                             "side in the PNG --out (e.g. v2=detect_v2/detectability.json v3=detect_v3/...)")
     parser.add_argument("--sources", default=None,
                         help="NAME[:WEIGHT],... as run_configs.py takes them (weights ignored; default: the "
                              "checkpoint's own --sources)")
@@ -513,6 +519,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_device(parser, default="cpu")
     add_log_level(parser)
     args = parser.parse_args(argv)
+    if args.compare is None and args.checkpoint is None:
+        parser.error("the following arguments are required: --checkpoint (or --compare to draw reports side by side)")
+    if args.compare is not None and any("=" not in item for item in args.compare):
+        parser.error(f"--compare {' '.join(args.compare)}: give each report as LABEL=PATH, e.g. v2=detectability.json")
     if args.split == "test":
         parser.error("--split test: a detectability map never measures on a test split; use val (default) or train")
     if args.sources and args.data_root:
@@ -532,6 +542,21 @@ def resolve_sources(args: argparse.Namespace, meta: dict) -> list[tuple[str, Pat
     return [(name, resolve_data_root(name, SOURCES_PATH_HINT)) for name, _ in parse_sources(text)]
 
 
+def compare(items: Sequence[str], out: Path, overwrite: bool) -> int:
+    """Draw the reports LABEL=PATH side by side in the PNG out; return 0, or 2 on an error."""
+    try:
+        if out.suffix.lower() != ".png":
+            raise ConfigError(f"--out {out}: with --compare give the .png file to write")
+        pairs = [item.split("=", 1) for item in items]
+        check_output(out, overwrite, [("--compare", Path(p)) for _, p in pairs])
+        reports = [(label, json.loads(Path(p).read_text())) for label, p in pairs]
+        plot_side_by_side(out, reports)
+    except (ConfigError, OutputError, ValueError, KeyError, OSError) as error:
+        return fail(f"--compare: {error}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure the map; print the tables, write OUT/detectability.{csv,json,png}; return 0, or 2 on an error."""
     try:
@@ -539,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         return fail(str(error))
     setup_logging(args.log_level)
+    if args.compare is not None:
+        return compare(args.compare, args.out, args.overwrite)
     grid = QUICK_GRID if args.quick else DEFAULT_GRID
     grid = replace(grid, rounds=args.rounds or grid.rounds, video_every=args.video_every or grid.video_every)
     existing = [args.out / name for name in OUTPUTS if (args.out / name).exists()]

@@ -280,6 +280,54 @@ def format_real_check(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def _panel(ax, rows: Sequence[dict], detector: str, polarity: int, shapes: Sequence[str], contrasts: Sequence[float],
+           name_rows: bool, title: str):
+    """Draw one map panel (Pd of every shape x contrast cell of a detector and polarity over all kinds, the number in
+    each cell) on ax; return its image."""
+    index = {(r["detector"], r["shape"], r["polarity"], r["contrast"]): r for r in rows if r["kind"] == "all"}
+    grid = np.full((len(shapes), len(contrasts)), np.nan)
+    for i, shape in enumerate(shapes):
+        for j, c in enumerate(contrasts):
+            r = index.get((detector, shape, polarity, c))
+            if r is not None:
+                grid[i, j] = r["pd"]
+                ax.text(j, i, f"{100 * r['pd']:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if r["pd"] < 0.5 else "black")
+    image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(contrasts)), [f"{c:g}" for c in contrasts], fontsize=7)
+    ax.set_yticks(range(len(shapes)), shapes if name_rows else [], fontsize=7)
+    ax.set_xlabel("peak contrast (grey levels)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return image
+
+
+def plot_side_by_side(path: str | os.PathLike, reports: Sequence[tuple[str, dict]]) -> Path:
+    """Write the model's maps of several detectability reports ((label, report) pairs, one grid) side by side as a
+    PNG atomically: one column per report, hot above cold, each titled with its false alarms a frame; return the
+    path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional heavy dependency (0.5 s): imported here
+    from matplotlib.figure import Figure
+
+    shapes, contrasts = reports[0][1]["shapes"], reports[0][1]["contrasts"]
+    for label, report in reports:
+        if report["shapes"] != shapes or report["contrasts"] != contrasts:
+            raise ValueError(f"report {label!r} has another grid than {reports[0][0]!r}: compare maps of one grid")
+    polarities = [1 if p == "hot" else -1 for p in reports[0][1]["polarities"]]
+    figure = Figure(figsize=(3.6 * len(reports) + 1.2, 0.3 * len(shapes) * len(polarities) + 1.0 * len(polarities)),
+                    dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(polarities), len(reports), squeeze=False)
+    image = None
+    for i, polarity in enumerate(polarities):
+        for j, (label, report) in enumerate(reports):
+            title = (f"{label}, {'hot' if polarity > 0 else 'cold'}; false alarms/frame "
+                     f"{report['fa_per_frame']:.3f}")
+            image = _panel(axes[i][j], report["rows"], "model", polarity, shapes, contrasts, j == 0, title)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="Pd (centroid in the box + 2 px)")
+    figure.suptitle("the model's Pd of pasted targets on val backgrounds, all kinds", fontsize=8)
+    return atomic_write(path, lambda f: figure.savefig(f, format="png"))
+
+
 def plot_heatmap(path: str | os.PathLike, rows: Sequence[dict], shapes: Sequence[str], contrasts: Sequence[float],
                  polarities: Sequence[int], fa_per_frame: float | None, title: str) -> Path:
     """Write the map as a PNG atomically (one panel per detector and polarity: Pd of every shape x contrast cell over
@@ -293,23 +341,10 @@ def plot_heatmap(path: str | os.PathLike, rows: Sequence[dict], shapes: Sequence
                     dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(polarities), len(detectors), squeeze=False)
-    index = {(r["detector"], r["shape"], r["polarity"], r["contrast"]): r for r in rows if r["kind"] == "all"}
     image = None
     for k, (detector, polarity) in enumerate(panels):
-        ax = axes[k // len(detectors)][k % len(detectors)]
-        grid = np.full((len(shapes), len(contrasts)), np.nan)
-        for i, shape in enumerate(shapes):
-            for j, c in enumerate(contrasts):
-                r = index.get((detector, shape, polarity, c))
-                if r is not None:
-                    grid[i, j] = r["pd"]
-                    ax.text(j, i, f"{100 * r['pd']:.0f}", ha="center", va="center", fontsize=6,
-                            color="white" if r["pd"] < 0.5 else "black")
-        image = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(contrasts)), [f"{c:g}" for c in contrasts], fontsize=7)
-        ax.set_yticks(range(len(shapes)), shapes if k % len(detectors) == 0 else [], fontsize=7)
-        ax.set_xlabel("peak contrast (grey levels)", fontsize=7)
-        ax.set_title(f"{detector}, {'hot' if polarity > 0 else 'cold'}", fontsize=8)
+        image = _panel(axes[k // len(detectors)][k % len(detectors)], rows, detector, polarity, shapes, contrasts,
+                       k % len(detectors) == 0, f"{detector}, {'hot' if polarity > 0 else 'cold'}")
     if image is not None:
         figure.colorbar(image, ax=axes, shrink=0.8, label="Pd (centroid in the box + 2 px)")
     fa = "" if fa_per_frame is None else f"; false alarms per frame on the untouched backgrounds {fa_per_frame:.3f}"
