@@ -66,8 +66,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                         video_val_every=60,                       # 288 val frames: 2 min a validation here
                         hard_negatives=3, hard_negative_frames=300)),
     "general_v3_cpu": ("general_ft with IRSTD-1K's 640 real training frames (box labels) as a fourth source and "
-                       "faint point targets pasted; its val (160 frames) is scored too, about 2 min more a validation "
-                       "on a 2-core CPU",
+                       "faint point targets pasted, 86 min on a 2-core CPU; val kept v2 over it "
+                       "(docs/results.md#v3-irstd-1k-and-faint-pasted-points-not-chosen)",
                        dict(_GENERAL,
                             sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1",
                             copy_paste=0.5, paste_faint=0.5,   # v2's map: no point target under 40 grey levels
