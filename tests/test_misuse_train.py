@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -167,3 +168,20 @@ def test_ctrl_c_says_what_last_pt_holds_and_resume_goes_on(tmp_path):
                              "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=5 * TIMEOUT)   # config.json agrees with last.pt
     assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
     assert json.loads((out / "summary.json").read_text())["epochs"] == done + 1
+
+
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
+    """A Ctrl-C that arrives while last.pt is written waits for the write (torch.save's zip writer, interrupted,
+    raised a second error that hid the one-line message), and the file is whole."""
+    from utils.checkpoint import atomic_save
+
+    class Interrupting:                       # pickled by torch.save: sends the Ctrl-C from inside the write
+        def __reduce__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)                  # time for the signal to be delivered, were it not held
+            return (dict, ())
+
+    path = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"weights": torch.ones(1000), "probe": Interrupting()}, path)
+    assert torch.load(path, weights_only=False)["weights"].sum() == 1000 and not (tmp_path / "last.pt.tmp").exists()

@@ -4,12 +4,15 @@ Reading them (ours or the authors' raw state_dicts) is ``models.load_checkpoint`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -25,9 +28,26 @@ __all__ = ["CheckpointError", "atomic_save", "code_revision", "export", "load_ch
 FORMAT_VERSION = 1
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends: it then lands between writes, not inside torch.save, whose zip
+    writer, interrupted, raises a second error that hides the run's one-line message. POSIX main thread only;
+    elsewhere the block runs as it is."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)   # a Ctrl-C held meanwhile is delivered here
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """Write obj with torch.save to path through PATH.tmp, fsync and a rename (never half-written)."""
-    atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
+    """Write obj with torch.save to path through PATH.tmp, fsync and a rename (never half-written); a Ctrl-C during
+    the write takes effect once it is done (``interrupts_deferred``)."""
+    with interrupts_deferred():
+        atomic_write(path, lambda f: torch.save(obj, f), fsync=True)
 
 
 def code_revision() -> str:
