@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,6 +183,8 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
             return (dict, ())
 
     path = tmp_path / "last.pt"
+    other = threading.Thread(target=time.sleep, args=(1.0,), daemon=True)   # a thread that could take the signal,
+    other.start()                                                          # as torch's own do in a training run
     with pytest.raises(KeyboardInterrupt):
         atomic_save({"weights": torch.ones(1000), "probe": Interrupting()}, path)
     assert torch.load(path, weights_only=False)["weights"].sum() == 1000 and not (tmp_path / "last.pt.tmp").exists()

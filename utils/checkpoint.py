@@ -31,16 +31,24 @@ FORMAT_VERSION = 1
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends: it then lands between writes, not inside torch.save, whose zip
-    writer, interrupted, raises a second error that hides the run's one-line message. POSIX main thread only;
-    elsewhere the block runs as it is."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    writer, interrupted, raises a second error that hides the run's one-line message. The handler is swapped for
+    one that only notes the signal (a signal mask would not do: the kernel hands the signal to any thread that does
+    not block it, torch's own threads included), and the noted signal goes to the previous handler after the block.
+    Main thread only (where Python runs signal handlers); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)   # a Ctrl-C held meanwhile is delivered here
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(signal.SIGINT, None)          # Python's default handler raises KeyboardInterrupt here
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def atomic_save(obj: Any, path: Path) -> None:
