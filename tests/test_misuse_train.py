@@ -188,3 +188,18 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_save({"weights": torch.ones(1000), "probe": Interrupting()}, path)
     assert torch.load(path, weights_only=False)["weights"].sum() == 1000 and not (tmp_path / "last.pt.tmp").exists()
+
+
+def test_nested_deferrals_deliver_one_interrupt_after_the_outer_block():
+    from utils.checkpoint import interrupts_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():           # the training loop's: both checkpoints and the saved epoch
+            with interrupts_deferred():       # atomic_save's own
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                steps.append("written")
+            steps.append("saved epoch recorded")  # the inner block's exit hands the signal to the outer one
+    assert steps == ["written", "saved epoch recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

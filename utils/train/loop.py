@@ -22,7 +22,15 @@ from torch import nn
 from tqdm import tqdm
 
 from models import get_model, load_checkpoint
-from utils.checkpoint import FORMAT_VERSION, atomic_save, code_revision, rng_state, set_rng_state, unwrap
+from utils.checkpoint import (
+    FORMAT_VERSION,
+    atomic_save,
+    code_revision,
+    interrupts_deferred,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 from utils.data.mixture import MixedTrainSet
 from utils.eval.metrics import THRESHOLD, plain
 from utils.files import write_json
@@ -99,8 +107,9 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: bool = False, l
             due = state.epoch % cfg.val_every == 0 or state.epoch == cfg.epochs or stopped is not None
             val = validate(state, run) if due else None
             improved = state.record(stats, val)
-            save_checkpoints(state, run, val, improved)
-            saved = state.epoch
+            with interrupts_deferred():         # a Ctrl-C during the writes lands after them, with saved up to date
+                save_checkpoints(state, run, val, improved)
+                saved = state.epoch
             epoch_log(state, run.val_set, run.device)
             bar.update(1)
             bar.set_postfix(best=f"{state.best:.3f}@{state.best_epoch}")
