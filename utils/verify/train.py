@@ -268,8 +268,9 @@ def split_scores(data: Candidates, scores: np.ndarray, tau: float | None) -> dic
     n = len(data.present)
     if str(data.kind) == "box":   # a target candidate lies in a grown box of its frame (collect): the box scorer's rule
         frame, box = data.frame[keep], data.box[keep]
-        found = np.unique(frame[box >= 0] * (int(data.box.max(initial=0)) + 1) + box[box >= 0])   # (frame, box) pairs
-        detected = np.bincount(found // (int(data.box.max(initial=0)) + 1), minlength=n)
+        stride = int(data.box.max(initial=0)) + 1                 # (frame, box) pairs as one integer each
+        found = np.unique(frame[box >= 0] * stride + box[box >= 0])
+        detected = np.bincount(found // stride, minlength=n)
         n_fa = np.bincount(frame[box < 0], minlength=n).astype(np.int64)
         out.update(BoxCounts().update(data.present, detected, n_fa).compute())
     else:
