@@ -74,6 +74,16 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                             init="checkpoints/lrrnet_sirst_v1.pt", lr=1e-4, warmup_iters=20,   # as general_ft
                             steps_per_epoch=40, epochs=8, val_every=4, video_val_every=60,
                             hard_negatives=3, hard_negative_frames=300)),
+    "general_v3_ft": ("v2 (checkpoints/lrrnet_general.pt) fine-tuned on general_v3_cpu's four sources with more faint "
+                      "pasted points, 42 min on a 2-core CPU; val kept v2 over it "
+                      "(docs/results.md#v3-fine-tuned-from-v2-not-chosen-and-what-faint-points-cost)",
+                      dict(_GENERAL,
+                           sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1",
+                           init="checkpoints/lrrnet_general.pt",   # keep what v2 has; v3 from SIRST v1 weights lost it
+                           copy_paste=0.6, paste_faint=0.7,        # ~0.8 faint points a frame (general_v3_cpu: ~0.5)
+                           lr=5e-5, warmup_iters=20,               # half general_ft's: v2 has already converged once
+                           steps_per_epoch=40, epochs=6, val_every=3, video_val_every=60,
+                           hard_negatives=3, hard_negative_frames=300)),
     "general_gpu": ("general_cpu's mix from scratch on one GPU: 12 epochs of 100 batches of 32, 3.5 min on an "
                     "H200 (--device cuda)",
                     dict(_GENERAL,
