@@ -171,7 +171,16 @@ def test_ctrl_c_says_what_last_pt_holds_and_resume_goes_on(tmp_path):
     assert json.loads((out / "summary.json").read_text())["epochs"] == done + 1
 
 
-def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler for the test, whatever pytest inherited: a shell starts a background job (`cmd &`)
+    with SIGINT ignored, and Python then keeps it ignored, so no Ctrl-C would raise at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, ctrl_c_raises):
     """A Ctrl-C that arrives while last.pt is written waits for the write (torch.save's zip writer, interrupted,
     raised a second error that hid the one-line message), and the file is whole."""
     from utils.checkpoint import atomic_save
@@ -190,7 +199,7 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
     assert torch.load(path, weights_only=False)["weights"].sum() == 1000 and not (tmp_path / "last.pt.tmp").exists()
 
 
-def test_nested_deferrals_deliver_one_interrupt_after_the_outer_block():
+def test_nested_deferrals_deliver_one_interrupt_after_the_outer_block(ctrl_c_raises):
     from utils.checkpoint import interrupts_deferred
 
     steps = []
