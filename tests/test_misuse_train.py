@@ -180,6 +180,12 @@ def ctrl_c_raises():
     signal.signal(signal.SIGINT, previous)
 
 
+def ctrl_c_to_self() -> None:
+    """Send this process a Ctrl-C and give it time to be delivered, were it not held."""
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)
+
+
 def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, ctrl_c_raises):
     """A Ctrl-C that arrives while last.pt is written waits for the write (torch.save's zip writer, interrupted,
     raised a second error that hid the one-line message), and the file is whole."""
@@ -187,8 +193,7 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, ctrl_c_raises
 
     class Interrupting:                       # pickled by torch.save: sends the Ctrl-C from inside the write
         def __reduce__(self):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)                  # time for the signal to be delivered, were it not held
+            ctrl_c_to_self()
             return (dict, ())
 
     path = tmp_path / "last.pt"
@@ -206,8 +211,7 @@ def test_nested_deferrals_deliver_one_interrupt_after_the_outer_block(ctrl_c_rai
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():           # the training loop's: both checkpoints and the saved epoch
             with interrupts_deferred():       # atomic_save's own
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.05)
+                ctrl_c_to_self()
                 steps.append("written")
             steps.append("saved epoch recorded")  # the inner block's exit hands the signal to the outer one
     assert steps == ["written", "saved epoch recorded"]

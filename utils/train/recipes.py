@@ -33,6 +33,15 @@ _GENERAL = dict(_SIRSTV1_CPU, dataset="SIRSTv1",
                 noise_prob=0.3, noise_sigma=15.0,      # sigma up to 15 grey levels (the robustness test: 10)
                 hard_negatives=5, hard_negative_frac=0.25, hard_negative_frames=600)
 
+# The shipped general model's recipe (general_ft) and the tries at a v3 built on it.
+_GENERAL_FT = dict(_GENERAL,
+                   init="checkpoints/lrrnet_sirst_v1.pt",   # keep SIRST v1's accuracy, add real negatives
+                   lr=1e-4, warmup_iters=20,                 # a fifth of a from-scratch lr: refine
+                   steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
+                   video_val_every=60,                       # 288 val frames: 2 min a validation here
+                   hard_negatives=3, hard_negative_frames=300)
+_V3_SOURCES = "SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1"   # IRSTD-1K's real scenes as a fourth
+
 CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "irstd1k": ("release recipe on IRSTD-1K: frames resized to 512 x 512",
                 dict(_RELEASE, dataset="IRSTD-1k", base_size=512)),
@@ -58,32 +67,20 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
                     "negatives, pasted targets, noise, mined false alarms; selected on all three val splits",
                     dict(_GENERAL, steps_per_epoch=30, epochs=60, val_every=4)),
     "general_ft": ("the shipped general model, about 55 min on a 2-core CPU: general_cpu's mix fine-tuned from "
-                   "checkpoints/lrrnet_sirst_v1.pt",
-                   dict(_GENERAL,
-                        init="checkpoints/lrrnet_sirst_v1.pt",   # keep SIRST v1's accuracy, add real negatives
-                        lr=1e-4, warmup_iters=20,                 # a fifth of a from-scratch lr: refine
-                        steps_per_epoch=40, epochs=8, val_every=4,   # 320 steps of 8 crops, ~8 s each here
-                        video_val_every=60,                       # 288 val frames: 2 min a validation here
-                        hard_negatives=3, hard_negative_frames=300)),
+                   "checkpoints/lrrnet_sirst_v1.pt", _GENERAL_FT),
     "general_v3_cpu": ("general_ft with IRSTD-1K's 640 real training frames (box labels) as a fourth source and "
                        "faint point targets pasted, 86 min on a 2-core CPU; val kept v2 over it "
                        "(docs/results.md#v3-irstd-1k-and-faint-pasted-points-not-chosen)",
-                       dict(_GENERAL,
-                            sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1",
-                            copy_paste=0.5, paste_faint=0.5,   # v2's map: no point target under 40 grey levels
-                            init="checkpoints/lrrnet_sirst_v1.pt", lr=1e-4, warmup_iters=20,   # as general_ft
-                            steps_per_epoch=40, epochs=8, val_every=4, video_val_every=60,
-                            hard_negatives=3, hard_negative_frames=300)),
+                       dict(_GENERAL_FT, sources=_V3_SOURCES,
+                            copy_paste=0.5, paste_faint=0.5)),   # v2's map: no point target under 40 grey levels
     "general_v3_ft": ("v2 (checkpoints/lrrnet_general.pt) fine-tuned on general_v3_cpu's four sources with more faint "
                       "pasted points, 42 min on a 2-core CPU; val kept v2 over it "
                       "(docs/results.md#v3-fine-tuned-from-v2-not-chosen-and-what-faint-points-cost)",
-                      dict(_GENERAL,
-                           sources="SIRSTv1:1,NUDT-SIRST:1,IR-Drone-Video:2,IRSTD-1K-boxes:1",
+                      dict(_GENERAL_FT, sources=_V3_SOURCES,
                            init="checkpoints/lrrnet_general.pt",   # keep what v2 has; v3 from SIRST v1 weights lost it
                            copy_paste=0.6, paste_faint=0.7,        # ~0.8 faint points a frame (general_v3_cpu: ~0.5)
-                           lr=5e-5, warmup_iters=20,               # half general_ft's: v2 has already converged once
-                           steps_per_epoch=40, epochs=6, val_every=3, video_val_every=60,
-                           hard_negatives=3, hard_negative_frames=300)),
+                           lr=5e-5,                                # half general_ft's: v2 has already converged once
+                           epochs=6, val_every=3)),
     "general_gpu": ("general_cpu's mix from scratch on one GPU: 12 epochs of 100 batches of 32, 3.5 min on an "
                     "H200 (--device cuda)",
                     dict(_GENERAL,
